@@ -1,0 +1,145 @@
+"""References between sections: duplicate ids, ids that do not exist, and runbook cycles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+from crmctl.config.reading import Reader, did_you_mean, join
+from crmctl.config.yamltree import Map, Node, Scalar, Seq
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One mapping of a list section, with its path for messages."""
+
+    where: str
+    node: Map
+
+
+def _items(node: Node | None, where: str) -> Iterator[_Item]:
+    if isinstance(node, Seq):
+        for i, item in enumerate(node.items):
+            if isinstance(item, Map):
+                yield _Item(join(where, i), item)
+
+
+def _str_at(item: _Item, key: str) -> Scalar | None:
+    node = item.node.get(key)
+    return node if isinstance(node, Scalar) and isinstance(node.value, str) else None
+
+
+def _str_list_at(item: _Item, key: str) -> list[tuple[str, Scalar]]:
+    node = item.node.get(key)
+    if not isinstance(node, Seq):
+        return []
+    return [(join(join(item.where, key), i), n) for i, n in enumerate(node.items)
+            if isinstance(n, Scalar) and isinstance(n.value, str)]
+
+
+def _unique_ids(reader: Reader, items: list[_Item], key: str, what: str,
+                seen: dict[str, Scalar] | None = None) -> dict[str, Scalar]:
+    """First definition of each id; later ones are reported as duplicates."""
+    seen = {} if seen is None else seen
+    for item in items:
+        node = _str_at(item, key)
+        if node is None:
+            continue
+        first = seen.get(node.value)
+        if first is not None:
+            reader.report(node, f"{join(item.where, key)}: duplicate {what} {node.value!r} "
+                          f"(first defined at line {first.line})", f"expected each {what} {key} to be unique")
+        else:
+            seen[node.value] = node
+    return seen
+
+
+def _check_ref(reader: Reader, where: str, node: Scalar, known: Mapping[str, Any], what: str, expect: str) -> None:
+    if node.value not in known:
+        reader.report(node, f"{where}: unknown {what} {node.value!r}{did_you_mean(node.value, known)}",
+                      f"expected {expect}")
+
+
+def cross_check(reader: Reader, root: Map) -> None:
+    """Reports duplicate ids, references to ids that do not exist, and runbook cycles."""
+    entities = list(_items(root.get("entities"), "entities"))
+    checks = list(_items(root.get("checks"), "checks"))
+    runbook = list(_items(root.get("runbook"), "runbook"))
+    rollback = root.get("rollback")
+    rollback_map = rollback if isinstance(rollback, Map) else None
+    back_steps = list(_items(rollback_map.get("runbook"), "rollback.runbook")) if rollback_map else []
+    criteria = list(_items(rollback_map.get("criteria"), "rollback.criteria")) if rollback_map else []
+
+    entity_names = _unique_ids(reader, entities, "name", "entity")
+    check_ids = _unique_ids(reader, checks, "id", "check")
+    _unique_ids(reader, list(_items(root.get("integrations"), "integrations")), "id", "integration")
+    _unique_ids(reader, list(_items(root.get("slos"), "slos")), "id", "SLO")
+    _unique_ids(reader, criteria, "id", "criterion")
+    step_ids = _unique_ids(reader, runbook, "id", "step")
+    back_ids = _unique_ids(reader, back_steps, "id", "step", seen={})
+    for step_id, node in back_ids.items():
+        if step_id in step_ids:
+            reader.report(node, f"step id {step_id!r} is used in both runbooks "
+                          f"(first at line {step_ids[step_id].line})", "expected each step id to be unique")
+
+    entity_expect = "the name of an entity defined under entities:"
+    check_expect = "the id of a check defined under checks:"
+    for item in checks:
+        ref = _str_at(item, "entity")
+        if ref is not None:
+            _check_ref(reader, join(item.where, "entity"), ref, entity_names, "entity", entity_expect)
+    for item in entities:
+        for lookup in _items(item.node.get("lookups"), join(item.where, "lookups")):
+            ref = _str_at(lookup, "entity")
+            if ref is not None:
+                _check_ref(reader, join(lookup.where, "entity"), ref, entity_names, "entity", entity_expect)
+    for item in criteria:
+        ref = _str_at(item, "check")
+        if ref is not None:
+            _check_ref(reader, join(item.where, "check"), ref, check_ids, "check", check_expect)
+    for steps, ids, where in ((runbook, step_ids, "runbook"), (back_steps, back_ids, "rollback.runbook")):
+        for item in steps:
+            for child, node in _str_list_at(item, "gate"):
+                _check_ref(reader, child, node, check_ids, "check", check_expect)
+            for child, node in _str_list_at(item, "after"):
+                _check_ref(reader, child, node, ids, "step", f"the id of a step in {where}:")
+        _report_cycles(reader, steps, ids)
+
+
+def _report_cycles(reader: Reader, steps: list[_Item], ids: Mapping[str, Scalar]) -> None:
+    """Reports each `after:` cycle once, naming it: ``a -> b -> a`` (each waits for the next).
+
+    Iterative depth-first search, so a long chain of steps cannot exhaust Python's stack.
+    """
+    edges: dict[str, list[tuple[str, str, Scalar]]] = {}
+    for item in steps:
+        own = _str_at(item, "id")
+        if own is None or own.value in edges or ids.get(own.value) is not own:
+            continue
+        edges[own.value] = [(node.value, child, node) for child, node in _str_list_at(item, "after")
+                            if node.value in ids]
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in edges:
+        if start in state:
+            continue
+        path: list[str] = [start]
+        cursor: list[int] = [0]
+        state[start] = 1
+        while path:
+            here = path[-1]
+            out = edges.get(here, [])
+            if cursor[-1] >= len(out):
+                state[here] = 2
+                path.pop()
+                cursor.pop()
+                continue
+            target, child, node = out[cursor[-1]]
+            cursor[-1] += 1
+            if state.get(target) == 1:
+                cycle = path[path.index(target):] + [target]
+                reader.report(node, f"{child}: dependency cycle: {' -> '.join(cycle)}",
+                              "expected after: to name only steps that do not wait for this one")
+            elif target not in state:
+                state[target] = 1
+                path.append(target)
+                cursor.append(0)

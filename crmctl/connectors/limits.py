@@ -1,0 +1,249 @@
+"""One request budget and concurrency limit per target, shared by every check that talks to it.
+
+Dataverse's service protection limits are per user and per web server: 6000 requests in a
+sliding 5-minute window and 52 concurrent requests, answered with 429 + Retry-After when crossed.
+crmctl runs many checks at once under one application user, so the limits must be enforced in
+one place for the whole target, not per check; and once the server says "back off", *every*
+caller has to wait, otherwise the next check's request extends the penalty for everybody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+from crmctl.connectors.errors import BudgetExhausted, DeadlineExceeded
+
+
+class MonotonicClock(Protocol):
+    """Monotonic seconds and a way to sleep on them; deadlines are expressed in this time base."""
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemMonotonic:
+    """`time.monotonic()` and `asyncio.sleep`: the time base of every deadline in crmctl."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+@dataclass(frozen=True)
+class LimiterStats:
+    """A snapshot of a limiter's counters, for benchmarks and the health screen."""
+
+    requests: int
+    """Slots granted, i.e. requests started through this limiter."""
+    throttled: int
+    """How many times the server said 429 (calls to `defer_until`)."""
+    waited_s: float
+    """Total time callers spent waiting for a slot (concurrency, budget and back-off)."""
+    refused: int
+    """Slots refused with BudgetExhausted / DeadlineExceeded."""
+    in_flight: int
+    max_in_flight: int
+    in_window: int
+    """Requests started within the current sliding window."""
+
+
+class TargetLimiter:
+    """Concurrency cap + sliding-window request budget + server back-off for one target.
+
+    Args:
+        concurrency: At most this many requests in flight at once.
+        requests_per_window: At most this many requests may *start* within any `window_s` span.
+        window_s: Length of the sliding window (Dataverse: 300 s).
+        clock: Monotonic time source; deadlines passed to `slot()` are in its time base
+            (`time.monotonic()` by default).
+        name: How the target is named in error sentences.
+
+    Use ``async with limiter.slot(deadline): <send one request>``; call `defer_until` when the
+    server answers 429 so that no request to the target starts before the Retry-After expires.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        requests_per_window: int,
+        window_s: float = 300.0,
+        *,
+        clock: MonotonicClock | None = None,
+        name: str = "Dynamics",
+    ) -> None:
+        if concurrency < 1 or requests_per_window < 1 or window_s <= 0:
+            raise ValueError("concurrency and requests_per_window must be >= 1 and window_s > 0")
+        self.concurrency = concurrency
+        self.requests_per_window = requests_per_window
+        self.window_s = window_s
+        self.clock: MonotonicClock = clock or SystemMonotonic()
+        self.name = name
+        self._sem = asyncio.Semaphore(concurrency)
+        self._starts: deque[float] = deque()
+        self._defer_until = float("-inf")
+        self._requests = 0
+        self._throttled = 0
+        self._waited = 0.0
+        self._refused = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
+
+    # -- public API -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def slot(self, deadline: float | None = None) -> AsyncIterator[None]:
+        """Holds one concurrency slot and one request of the budget for the body of the block.
+
+        Raises:
+            DeadlineExceeded: the deadline has passed, or passed while waiting for a free slot.
+            BudgetExhausted: the budget or a server back-off would keep us waiting past the
+                deadline; raised as soon as that is known, never after waiting in vain.
+        """
+        t0 = self.clock.monotonic()
+        try:
+            self._refuse_if_hopeless(deadline, t0)
+            await self._acquire_concurrency(deadline)
+        except BaseException:
+            self._waited += self.clock.monotonic() - t0
+            raise
+        try:
+            await self._acquire_budget(deadline)
+        except BaseException:
+            self._sem.release()
+            self._waited += self.clock.monotonic() - t0
+            raise
+        self._waited += self.clock.monotonic() - t0
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._sem.release()
+
+    def defer_until(self, monotonic_ts: float) -> None:
+        """After a 429: no request to this target starts before `monotonic_ts` (for every caller)."""
+        self._throttled += 1
+        self._defer_until = max(self._defer_until, monotonic_ts)
+
+    def deadline_after(self, seconds: float) -> float:
+        """A deadline `seconds` from now in this limiter's time base."""
+        return self.clock.monotonic() + seconds
+
+    @property
+    def deferred_until(self) -> float | None:
+        """The active back-off's end, or None when requests may start now."""
+        return self._defer_until if self._defer_until > self.clock.monotonic() else None
+
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    @property
+    def throttled(self) -> int:
+        return self._throttled
+
+    @property
+    def waited_s(self) -> float:
+        return self._waited
+
+    def stats(self) -> LimiterStats:
+        now = self.clock.monotonic()
+        self._purge(now)
+        return LimiterStats(
+            requests=self._requests,
+            throttled=self._throttled,
+            waited_s=self._waited,
+            refused=self._refused,
+            in_flight=self._in_flight,
+            max_in_flight=self._max_in_flight,
+            in_window=len(self._starts),
+        )
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _purge(self, now: float) -> None:
+        horizon = now - self.window_s
+        while self._starts and self._starts[0] <= horizon:
+            self._starts.popleft()
+
+    def _earliest_start(self, now: float) -> tuple[float, str | None]:
+        """When the next request could start, and what holds it back ("backoff", "budget")."""
+        self._purge(now)
+        start, reason = now, None
+        if self._defer_until > start:
+            start, reason = self._defer_until, "backoff"
+        if len(self._starts) >= self.requests_per_window:
+            # The request may start once the budget-th most recent start leaves the window.
+            free_at = self._starts[-self.requests_per_window] + self.window_s
+            if free_at > start:
+                start, reason = free_at, "budget"
+        return start, reason
+
+    def _refuse_if_hopeless(self, deadline: float | None, now: float) -> None:
+        if deadline is None:
+            return
+        if now >= deadline:
+            self._refused += 1
+            raise DeadlineExceeded(f"The check's deadline passed before its next request to {self.name} could start.")
+        start, reason = self._earliest_start(now)
+        if start > deadline:
+            self._refused += 1
+            raise BudgetExhausted(self._hopeless_sentence(reason, start - now))
+
+    def _hopeless_sentence(self, reason: str | None, wait: float) -> str:
+        if reason == "backoff":
+            return (
+                f"{self.name} asked crmctl to back off for another {wait:.0f} s (429 Retry-After), "
+                "which is past this check's deadline."
+            )
+        return (
+            f"The request budget for {self.name} ({self.requests_per_window} per {self.window_s:g} s) "
+            f"is spent for another {wait:.0f} s, which is past this check's deadline."
+        )
+
+    async def _acquire_concurrency(self, deadline: float | None) -> None:
+        if deadline is None:
+            await self._sem.acquire()
+            return
+        remaining = deadline - self.clock.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                await self._sem.acquire()
+        except TimeoutError:
+            self._refused += 1
+            raise DeadlineExceeded(
+                f"The check's deadline passed while waiting for one of the {self.concurrency} "
+                f"connections to {self.name}."
+            ) from None
+
+    async def _acquire_budget(self, deadline: float | None) -> None:
+        # Re-evaluated after every sleep: another caller may have taken the freed request, or a
+        # 429 elsewhere may have pushed the back-off further out in the meantime.
+        while True:
+            now = self.clock.monotonic()
+            start, reason = self._earliest_start(now)
+            if start <= now:
+                self._starts.append(now)
+                self._requests += 1
+                return
+            if deadline is not None and start > deadline:
+                self._refused += 1
+                raise BudgetExhausted(self._hopeless_sentence(reason, start - now))
+            await self.clock.sleep(start - now)
+
+    def __repr__(self) -> str:
+        return (
+            f"TargetLimiter({self.name!r}, concurrency={self.concurrency}, "
+            f"requests_per_window={self.requests_per_window}, window_s={self.window_s:g})"
+        )

@@ -1,0 +1,106 @@
+"""Opens the live parts a cutover config names: the Dynamics client, the source, and the embedded emulator."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+from crmctl.config import Config
+from crmctl.connectors.auth import MsalTokenProvider, StaticTokenProvider, TokenProvider, derive_authority_and_scope
+from crmctl.connectors.dataverse import DataverseClient
+from crmctl.connectors.limits import TargetLimiter
+from crmctl.connectors.sql import SourceConnector, open_source
+from crmctl.engine import Targets
+
+API_PATH = "api/data/v9.2/"
+
+
+@dataclass
+class Runtime:
+    """The open connectors of one cutover, plus the embedded emulator when the target is one."""
+
+    targets: Targets
+    dynamics: DataverseClient
+    source: SourceConnector
+    limiter: TargetLimiter
+    emulator: object | None = None
+    """The in-process `Emulator` for `kind: emulator` targets, else None."""
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: Config,
+    *,
+    device_code_callback: Callable[[dict], None] | None = None,
+) -> AsyncIterator[Runtime]:
+    """Opens everything `config` needs and closes all of it on exit, whatever happens inside."""
+    target = config.target
+    limits = target.limits
+    async with AsyncExitStack() as stack:
+        emulator = None
+        if target.kind == "emulator":
+            emulator = await stack.enter_async_context(_embedded_emulator(config))
+            tokens: TokenProvider = StaticTokenProvider(emulator.token)
+            api_url = emulator.api_url
+        else:
+            tokens = _msal_provider(config, device_code_callback)
+            api_url = target.url.rstrip("/") + "/" + API_PATH
+        limiter = TargetLimiter(limits.concurrency, limits.requests_per_5min, 300.0)
+        dynamics = DataverseClient(
+            api_url,
+            tokens,
+            limiter,
+            timeout=limits.timeout.total_seconds(),
+            retries=limits.retries,
+            page_size=limits.page_size,
+        )
+        stack.push_async_callback(dynamics.close)
+        source = open_source(config.source.url)
+        stack.push_async_callback(source.close)
+        yield Runtime(Targets(dynamics, source), dynamics, source, limiter, emulator)
+
+
+@asynccontextmanager
+async def _embedded_emulator(config: Config) -> AsyncIterator[object]:
+    """Starts the rehearsal emulator in-process on an ephemeral port, seeding the demo world first."""
+    from crmctl.emulator.server import Emulator
+    from crmctl.emulator.scenario import load_scenario
+
+    target = config.target
+    data = Path(target.data)
+    if target.seed:
+        from crmctl.demo_world import ensure_world
+
+        ensure_world(data.parent)
+    if not data.exists():
+        raise FileNotFoundError(f"emulator data {data} does not exist (set target.seed: demo to generate it)")
+    scenario = load_scenario(Path(target.scenario)) if target.scenario else None
+    emulator = Emulator(data, scenario=scenario)
+    await emulator.start()
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+def _msal_provider(config: Config, callback: Callable[[dict], None] | None) -> MsalTokenProvider:
+    """Builds the MSAL provider for a real org; the authority and scope follow the org URL."""
+    target = config.target
+    auth = target.auth
+    authority, scope = derive_authority_and_scope(
+        target.url, auth.method, auth.tenant_id, authority=auth.authority, scope=auth.scope
+    )
+    cache_path = Path(config.state).with_name("msal_cache.json")
+    return MsalTokenProvider(
+        auth.method,
+        auth.tenant_id,
+        auth.client_id,
+        authority=authority,
+        scope=scope,
+        secret_value=auth.secret.reveal() if auth.secret else None,
+        certificate=auth.certificate_credential() if hasattr(auth, "certificate_credential") else None,
+        cache_path=cache_path,
+        device_code_callback=callback,
+    )

@@ -1,0 +1,45 @@
+"""Shared fixtures: a private copy of the demo cutover, seeded once per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO / "data" / "demo" / "crmctl.yaml"
+
+
+def require_tool(name: str) -> str:
+    """Returns the path of a system tool, skipping locally (failing under CI) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a copy of the demo config and its generated world (state starts empty)."""
+    from crmctl.demo_world import ensure_world
+
+    folder = tmp_path_factory.mktemp("demo")
+    shutil.copy(DEMO_CONFIG, folder / "crmctl.yaml")
+    ensure_world(folder / "world")
+    return folder
+
+
+@pytest.fixture
+def demo_config(demo_dir: Path, tmp_path: Path) -> Path:
+    """The demo config with a fresh state file per test (the seeded world is shared, read-only)."""
+    text = (demo_dir / "crmctl.yaml").read_text()
+    text = text.replace("sqlite:///world/", f"sqlite:///{demo_dir}/world/")
+    text = text.replace("data: world/", f"data: {demo_dir}/world/")
+    path = tmp_path / "crmctl.yaml"
+    path.write_text(text)
+    return path

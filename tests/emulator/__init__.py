@@ -1,0 +1,1 @@
+"""Tests of the rehearsal Dataverse Web API emulator."""
