@@ -48,15 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("check", help="run every check once and print the results")
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--only", nargs="+", metavar="ID", help="run only these check ids")
-    _operator_arg(p)
+    operator_arg(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("verify", help="prove the journal's hash chain; name the first broken entry")
     p.add_argument("--state", type=Path, help="state file (default: the config's state)")
-    _config_arg(p, required=False)
+    config_arg(p, required=False)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("emulator", help="run the rehearsal Dataverse emulator standalone")
@@ -67,20 +67,28 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_emulator)
 
     p = sub.add_parser("tui", help="open the control room")
-    _config_arg(p)
-    _operator_arg(p)
+    config_arg(p)
+    operator_arg(p)
     p.add_argument("--read-only", action="store_true", help="observe only: run no checks, take no actions")
     p.set_defaults(func=cmd_tui)
 
     p = sub.add_parser("demo", help="seed the demo world, start the emulator and open the control room")
-    _operator_arg(p)
+    operator_arg(p)
     p.add_argument("--config", type=Path, default=DEMO_CONFIG, help=argparse.SUPPRESS)
     p.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tui)
+
+    import importlib
+
+    from crmctl.commands import MODULES
+
+    for name in MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
-def _config_arg(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+def config_arg(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Adds the shared `--config/-c` option (default `$CRMCTL_CONFIG`)."""
     default = os.environ.get("CRMCTL_CONFIG")
     p.add_argument(
         "--config",
@@ -92,11 +100,12 @@ def _config_arg(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     )
 
 
-def _operator_arg(p: argparse.ArgumentParser) -> None:
+def operator_arg(p: argparse.ArgumentParser) -> None:
+    """Adds the shared `--operator` option."""
     p.add_argument("--operator", help="your name in the journal (default: OS user and SSH client)")
 
 
-def _load(path: Path):
+def load_or_report(path: Path):
     """Loads and validates a config, printing every problem; returns None when it is invalid."""
     from checks.registry import check_kinds
     from crmctl.config import ConfigError, load_config
@@ -110,7 +119,7 @@ def _load(path: Path):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = _load(args.file)
+    config = load_or_report(args.file)
     if config is None:
         return EXIT_USAGE
     print(f"{args.file}: valid ({len(config.checks)} checks, {len(config.runbook)} runbook steps)")
@@ -118,7 +127,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EXIT_USAGE
     unknown = [check_id for check_id in args.only or () if check_id not in {c.id for c in config.checks}]
@@ -183,11 +192,15 @@ def format_table(results) -> str:
     """A plain, colour-free table that reads well in cron mail and 80 columns."""
     lines = [f"{'STATUS':<8} {'CHECK':<24} {'TIME':>6}  EXPLANATION"]
     for r in results:
-        lines.append(f"{r.status.value:<8} {r.check_id:<24.24} {r.duration_s:>5.1f}s  {r.explanation}")
+        lines.append(f"{r.status.value:<8} {r.check_id:<24.24} {_duration(r.duration_s):>6}  {r.explanation}")
     counts = Counter(r.status.value for r in results)
     lines.append("")
     lines.append("  ".join(f"{status} {n}" for status, n in sorted(counts.items())))
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}ms" if seconds < 10 else f"{seconds:.1f}s"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -198,7 +211,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.config is None:
             print("crmctl verify: give --state PATH or --config FILE", file=sys.stderr)
             return EXIT_USAGE
-        config = _load(args.config)
+        config = load_or_report(args.config)
         if config is None:
             return EXIT_USAGE
         state = config.state
@@ -226,7 +239,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return EXIT_USAGE
     return asyncio.run(_run_tui(config, args.operator, args.read_only))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from crmctl.config import Config
-from crmctl.connectors.auth import MsalTokenProvider, StaticTokenProvider, TokenProvider, derive_authority_and_scope
+from crmctl.connectors.auth import MsalTokenProvider, TokenProvider, derive_authority_and_scope
 from crmctl.connectors.dataverse import DataverseClient
 from crmctl.connectors.limits import TargetLimiter
 from crmctl.connectors.sql import SourceConnector, open_source
@@ -42,7 +42,7 @@ async def open_runtime(
         emulator = None
         if target.kind == "emulator":
             emulator = await stack.enter_async_context(_embedded_emulator(config))
-            tokens: TokenProvider = StaticTokenProvider(emulator.token)
+            tokens: TokenProvider = EmulatorTokenProvider(emulator)
             api_url = emulator.api_url
         else:
             tokens = _msal_provider(config, device_code_callback)
@@ -60,6 +60,27 @@ async def open_runtime(
         source = open_source(config.source.url)
         stack.push_async_callback(source.close)
         yield Runtime(Targets(dynamics, source), dynamics, source, limiter, emulator)
+
+
+class EmulatorTokenProvider:
+    """Tokens of the embedded emulator: after a 401 a fresh one is issued, as MSAL would fetch one.
+
+    This keeps the token-expiry rehearsal scenario meaningful in-process: the client must notice
+    the 401, invalidate, and carry on with a new token rather than loop or give up.
+    """
+
+    def __init__(self, emulator: object) -> None:
+        self._emulator = emulator
+        self._token: str = emulator.token  # type: ignore[attr-defined]
+
+    async def token(self) -> str:
+        return self._token
+
+    def invalidate(self) -> None:
+        self._token = self._emulator.issue_token()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return "EmulatorTokenProvider(***)"
 
 
 @asynccontextmanager

@@ -107,3 +107,16 @@ async def test_read_only_room_runs_nothing(demo_config: Path) -> None:
             assert "read-only" in str(exc)
         else:
             raise AssertionError("a read-only room ran checks")
+
+
+async def test_token_expiry_mid_run_is_survived_with_a_fresh_token(demo_config: Path) -> None:
+    scenario = demo_config.parent / "expiry.yaml"
+    scenario.write_text("name: expiry\nfaults:\n  - {kind: token_expiry, lifetime: 1s}\n")
+    config = _config(demo_config)
+    config = replace(config, target=replace(config.target, scenario=scenario))
+    async with ControlRoom.open(config, REGISTRY, actor=ACTOR) as room:
+        assert (await room.run_checks(["dynamics.whoami"]))[0].status is Status.OK
+        await asyncio.sleep(1.2)  # the token issued at start has now expired
+        results = await room.run_checks(["dynamics.whoami"])
+        assert results[0].status is Status.OK, results[0].explanation
+        assert any(r.status == 401 for r in room.emulator.request_log)

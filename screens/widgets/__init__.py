@@ -1,0 +1,9 @@
+"""Reusable widgets of the control room."""
+
+from __future__ import annotations
+
+from screens.widgets.footer import ControlFooter
+from screens.widgets.header import ControlHeader
+from screens.widgets.status import status_markup, status_text
+
+__all__ = ["ControlFooter", "ControlHeader", "status_markup", "status_text"]

@@ -1,0 +1,55 @@
+"""The one-line header every screen carries: who, where, what mode, and what time it is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label
+
+from crmctl.views import format_clock
+
+if TYPE_CHECKING:
+    from screens.app import CrmctlApp
+
+
+class ControlHeader(Horizontal):
+    """Project, screen name, operator@host, READ-ONLY badge, activity and the UTC clock.
+
+    Textual's own `Header` reads the wall clock; this one shows the room's injected clock, so a
+    frozen clock gives a frozen header (snapshots) and a rehearsal clock gives rehearsal time.
+    """
+
+    def __init__(self, screen_title: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._screen_title = screen_title
+
+    @property
+    def crmctl(self) -> CrmctlApp:
+        """The app, typed."""
+        return cast("CrmctlApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        room = self.crmctl.room
+        actor = room.actor
+        yield Label(room.config.project, id="hdr-project")
+        yield Label(self._screen_title, id="hdr-screen")
+        yield Label("", id="hdr-activity")
+        yield Label(f"{actor.operator}@{actor.host}", id="hdr-actor")
+        if room.read_only:
+            yield Label(" READ-ONLY ", id="hdr-readonly")
+        yield Label(format_clock(self.crmctl.now), id="hdr-clock")
+
+    def on_mount(self) -> None:
+        self.watch(self.crmctl, "now", self._show_time)
+        self.watch(self.crmctl, "running", self._show_activity)
+
+    def _show_time(self, now: datetime) -> None:
+        self.query_one("#hdr-clock", Label).update(format_clock(now))
+
+    def _show_activity(self, running: int) -> None:
+        label = self.query_one("#hdr-activity", Label)
+        label.update("running checks…" if running else "")
+        label.display = bool(running)
