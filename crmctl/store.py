@@ -27,7 +27,16 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+    TypeVar,
+)
 
 import aiosqlite
 
@@ -40,11 +49,11 @@ from crmctl.journal import (
     ChainVerifier,
     JournalEntry,
     VerifyReport,
-    _readonly_uri,
     canonical_entry,
     canonical_payload,
     entry_hash,
     open_readonly,
+    readonly_uri,
     verify_file,
 )
 from crmctl.model import CheckResult, iso, parse_iso
@@ -165,6 +174,8 @@ _UPSERT_LATEST = """INSERT INTO latest_result(check_id, seq, payload) VALUES (?,
     ON CONFLICT(check_id) DO UPDATE SET seq = excluded.seq, payload = excluded.payload
     WHERE excluded.seq > latest_result.seq"""
 _CHECK_ID = "json_extract(payload, '$.check_id')"
+
+
 def _as_of_sql(indexed: bool) -> str:
     """The newest result per check among entries stamped at or before :until, from the journal.
 
@@ -301,8 +312,7 @@ class Store:
         if readonly:
             if not p.is_file():
                 raise FileNotFoundError(f"no state file at {p}")
-            reader = await cls._connect_readonly(p)
-            store = cls(p, reader, None, clock)
+            store = cls(p, await cls._connect_readonly(p), None, clock)
             try:
                 await store._check_readonly()
             except BaseException:
@@ -349,7 +359,7 @@ class Store:
         `journal.open_readonly` for why that fallback is safe)."""
         last: Exception | None = None
         for immutable in (False, True):
-            conn = await _connect(_readonly_uri(p, immutable=immutable), uri=True)
+            conn = await _connect(readonly_uri(p, immutable=immutable), uri=True)
             try:
                 await Store._configure(conn)
                 await conn.execute_fetchall("SELECT count(*) FROM sqlite_master")
@@ -363,7 +373,8 @@ class Store:
         raise StoreError(f"{p}: cannot open read-only: {last}")
 
     async def _check_readonly(self) -> None:
-        names = {r[0] for r in await self._read("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = await self._read("SELECT name FROM sqlite_master WHERE type='table'")
+        names = {r[0] for r in tables}
         if "journal" not in names:
             raise StoreError(f"{self._path}: not a crmctl state file (no journal table)")
         (self._version,) = (await self._read("PRAGMA user_version"))[0]
@@ -380,7 +391,7 @@ class Store:
             return
 
         async def work(w: aiosqlite.Connection) -> int:
-            (current,) = (await w.execute_fetchall("PRAGMA user_version"))[0]
+            (current,) = list(await w.execute_fetchall("PRAGMA user_version"))[0]
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self._path}: schema v{current} is newer than this crmctl understands"
@@ -507,8 +518,10 @@ class Store:
     ) -> list[tuple[str, str, dict[str, Any]]]:
         """Validates and serialises everything before the transaction starts, so a bad payload
         raises (TypeError) without having taken the lock or written anything."""
-        if not isinstance(actor, Actor) or not isinstance(actor.operator, str) or not isinstance(
-            actor.host, str
+        if (
+            not isinstance(actor, Actor)
+            or not isinstance(actor.operator, str)
+            or not isinstance(actor.host, str)
         ):
             raise TypeError("actor must be an Actor(operator: str, host: str)")
         prepared = []
@@ -521,18 +534,27 @@ class Store:
                 try:
                     result = CheckResult.from_json(data)
                 except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                    raise ValueError(f"a {RESULT_KIND} payload must be CheckResult.to_json(): {exc}") from exc
+                    raise ValueError(
+                        f"a {RESULT_KIND} payload must be CheckResult.to_json(): {exc}"
+                    ) from exc
                 if not isinstance(result.check_id, str) or not result.check_id:
                     raise ValueError(f"a {RESULT_KIND} payload needs a non-empty check_id")
             prepared.append((kind, text, data))
         return prepared
 
     async def _append_prepared(
-        self, prepared: list[tuple[str, str, dict[str, Any]]], actor: Actor
+        self,
+        prepared: list[tuple[str, str, dict[str, Any]]],
+        actor: Actor,
+        precondition: Callable[[aiosqlite.Connection], Awaitable[None]] | None = None,
     ) -> list[JournalEntry]:
         async def work(w: aiosqlite.Connection) -> list[JournalEntry]:
+            if precondition is not None:
+                await precondition(w)
             # Read the head only now, under the write lock: this is what serialises appenders.
-            head = await w.execute_fetchall("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
+            head = list(
+                await w.execute_fetchall("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
+            )
             seq, prev = (head[0][0], head[0][1]) if head else (0, GENESIS_HASH)
             # The timestamp is taken under the lock too, so with one clock ts order = seq order.
             ts_text = iso(self._clock.now())
@@ -557,9 +579,7 @@ class Store:
 
         return await self._write(work)
 
-    async def append(
-        self, kind: str, payload: Mapping[str, Any], *, actor: Actor
-    ) -> JournalEntry:
+    async def append(self, kind: str, payload: Mapping[str, Any], *, actor: Actor) -> JournalEntry:
         """Appends one entry; returns only after it is committed (durable).
 
         Raises TypeError, before writing anything, if the payload is not JSON-serialisable.
@@ -575,6 +595,36 @@ class Store:
         if not prepared:
             return []
         return await self._append_prepared(prepared, actor)
+
+    async def append_checked(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        actor: Actor,
+        kinds: Iterable[str],
+        check: Callable[[list[JournalEntry]], None],
+    ) -> JournalEntry:
+        """Appends one entry only if `check` accepts the journal as it is at that instant.
+
+        `check` receives every entry of `kinds` read INSIDE the write transaction, after the
+        write lock is taken, so two operators in two processes cannot both complete the same
+        step: the second sees the first's entry and is refused. If `check` raises, nothing is
+        written and the exception propagates to the caller unchanged.
+        """
+        prepared = self._prepare([(kind, payload)], actor)
+        wanted = sorted(set(kinds))
+
+        async def precondition(w: aiosqlite.Connection) -> None:
+            marks = ",".join("?" * len(wanted))
+            rows = await w.execute_fetchall(
+                f"SELECT seq, ts, operator, host, kind, payload, prev_hash, hash FROM journal"
+                f" WHERE kind IN ({marks}) ORDER BY seq",
+                wanted,
+            ) if wanted else []
+            check([self._entry(row) for row in rows])
+
+        return (await self._append_prepared(prepared, actor, precondition))[0]
 
     async def append_result(self, result: CheckResult, *, actor: Actor) -> JournalEntry:
         """Journals a check result and updates the latest_result projection atomically."""
