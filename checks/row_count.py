@@ -55,6 +55,7 @@ class RowCount:
         fraction = abs(difference) / source if source else (1.0 if target else 0.0)
         status = judge(fraction, ctx.check.warn, ctx.check.breach)
         values: dict[str, Any] = {
+            "headline": f"{source:,} → {target:,} ({difference:+,})",
             "source": source,
             "target": target,
             "difference": difference,

@@ -41,6 +41,7 @@ class WhoAmI:
         median = statistics.median(latencies)
         status = judge(median, ctx.check.warn, ctx.check.breach)
         values = {
+            "headline": f"{median:.0f} ms median · {max(latencies):.0f} ms max",
             "median_ms": round(median, 1),
             "max_ms": round(max(latencies), 1),
             "samples": samples,

@@ -185,8 +185,15 @@ def format_number(value: Any) -> str:
 
 
 def format_values(values: Mapping[str, Any], *, limit: int | None = 3) -> str:
-    """The measured values as "source 100 · target 63 · missing 37" (the first `limit` of them)."""
-    items = list(values.items())
+    """The measured values as "source 100 · target 63 · missing 37" (the first `limit` of them).
+
+    A check may put a ready-made `headline` among its values ("20,000 → 19,966 (-34)"): the
+    journal stores values with sorted keys, so only the check knows which figures matter most.
+    """
+    headline = values.get("headline")
+    if isinstance(headline, str) and headline:
+        return headline
+    items = [(k, v) for k, v in values.items() if k != "headline"]
     shown = items if limit is None else items[:limit]
     text = " · ".join(f"{key} {format_number(value)}" for key, value in shown)
     if limit is not None and len(items) > limit:

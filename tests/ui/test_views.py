@@ -185,3 +185,9 @@ def test_detail_lists_queries_relative_to_the_api_root() -> None:
     pending = build_detail(CHECKS[-1], None, NOW)
     assert pending.row.status is Status.PENDING and pending.queries == () and pending.started_text == "—"
     assert check_row(None, r, NOW).configured is False
+
+
+def test_format_values_prefers_the_checks_headline() -> None:
+    values = {"headline": "20,000 → 19,966 (-34)", "difference": -34, "source": 20000}
+    assert format_values(values) == "20,000 → 19,966 (-34)"
+    assert format_values({"headline": "", "a": 1}) == "a 1"
