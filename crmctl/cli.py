@@ -76,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     operator_arg(p)
     p.add_argument("--config", type=Path, default=DEMO_CONFIG, help=argparse.SUPPRESS)
     p.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_tui)
+    p.add_argument(
+        "--real-clock",
+        action="store_true",
+        help="use the wall clock instead of the demo's cutover-night clock (21:30 UTC, 90 min before the point of no return)",
+    )
+    p.set_defaults(func=cmd_tui, demo=True)
 
     import importlib
 
@@ -242,17 +247,45 @@ def cmd_tui(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_USAGE
-    return asyncio.run(_run_tui(config, args.operator, args.read_only))
+    clock = None
+    if getattr(args, "demo", False) and not args.real_clock:
+        from crmctl.clock import OffsetClock
+        from crmctl.demo_world import DEMO_NOW
+
+        clock = OffsetClock(max(DEMO_NOW, _journal_end(config.state)))
+    return asyncio.run(_run_tui(config, args.operator, args.read_only, clock))
 
 
-async def _run_tui(config, operator, read_only: bool) -> int:
+def _journal_end(state: Path):
+    """When the journal's last entry was written (epoch start when there is none).
+
+    A demo run resumes its cutover-night clock after the previous one, so journal timestamps
+    keep the order of the entries.
+    """
+    import sqlite3
+    from datetime import datetime, timezone
+
+    from crmctl.model import parse_iso
+
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    if not Path(state).exists():
+        return epoch
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as conn:
+            row = conn.execute("SELECT ts FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        return epoch
+    return parse_iso(row[0]) if row else epoch
+
+
+async def _run_tui(config, operator, read_only: bool, clock=None) -> int:
     from checks.registry import REGISTRY
     from crmctl.control import ControlRoom
     from crmctl.identity import current_actor
     from screens.app import CrmctlApp
 
     actor = current_actor(operator)
-    async with ControlRoom.open(config, REGISTRY, actor=actor, read_only=read_only) as room:
+    async with ControlRoom.open(config, REGISTRY, actor=actor, read_only=read_only, clock=clock) as room:
         app = CrmctlApp(room, auto_run=not read_only)
         await app.run_async()
     return EXIT_OK

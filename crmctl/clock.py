@@ -31,3 +31,18 @@ class FrozenClock:
     def advance(self, delta: timedelta) -> None:
         """Moves the frozen time forward by `delta`."""
         self._at += delta
+
+
+class OffsetClock:
+    """Wall-clock time shifted so that it reads `start_at` at construction, then ticks in real time.
+
+    Rehearsals and the demo replay a cutover night whose timeline (freeze, watermark, point of
+    no return) is fixed in the data; shifting the clock keeps that story consistent on any day.
+    """
+
+    def __init__(self, start_at: datetime, base: Clock | None = None) -> None:
+        self._base = base or SystemClock()
+        self._offset = start_at - self._base.now()
+
+    def now(self) -> datetime:
+        return self._base.now() + self._offset

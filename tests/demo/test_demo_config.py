@@ -99,7 +99,7 @@ def test_rollback_and_hypercare(config):
     assert list(config.incidents.severities) == ["sev1", "sev2", "sev3", "sev4"]
     assert all(s.escalate_to for s in config.incidents.severities.values())
     assert config.incidents.notify.teams_webhook is None and config.incidents.notify.webhook is None
-    assert str(config.hypercare.go_live) == "2026-11-28"
+    assert str(config.hypercare.go_live) == "2026-11-29"
     assert [c.days for c in config.hypercare.checkpoints] == [1, 7, 30]
     assert config.slos[0].query == "accounts?$select=name&$top=50" and config.slos[0].p95_ms == 500
 
