@@ -92,12 +92,17 @@ def canonical_payload(payload: Mapping[str, Any]) -> str:
         raise TypeError(f"payload is not JSON-serialisable: {exc}") from exc
 
 
-def canonical_entry(
-    seq: int, ts: str, operator: str, host: str, kind: str, payload: Any
-) -> str:
+def canonical_entry(seq: int, ts: str, operator: str, host: str, kind: str, payload: Any) -> str:
     """The exact text that is hashed for one entry (payload as a parsed JSON value)."""
     return json.dumps(
-        {"seq": seq, "ts": ts, "operator": operator, "host": host, "kind": kind, "payload": payload},
+        {
+            "seq": seq,
+            "ts": ts,
+            "operator": operator,
+            "host": host,
+            "kind": kind,
+            "payload": payload,
+        },
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -276,7 +281,7 @@ class ChainVerifier:
                 self._fail(expected, f"entries {expected}..{seq - 1} missing (deleted)")
             return
         values: dict[str, str] = {}
-        for name, raw in zip(_TEXT_COLUMNS, row[1:]):
+        for name, raw in zip(_TEXT_COLUMNS, row[1:8], strict=True):
             if raw is None:
                 self._fail(seq, f"entry {seq}: {name} is NULL (content altered)")
                 return
@@ -340,7 +345,7 @@ class ChainVerifier:
             )
 
 
-def _readonly_uri(path: Path, *, immutable: bool) -> str:
+def readonly_uri(path: Path, *, immutable: bool) -> str:
     uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
     return uri + "&immutable=1" if immutable else uri
 
@@ -358,7 +363,7 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
         raise FileNotFoundError(f"no state file at {p}")
     last: Exception | None = None
     for immutable in (False, True):
-        conn = sqlite3.connect(_readonly_uri(p, immutable=immutable), uri=True)
+        conn = sqlite3.connect(readonly_uri(p, immutable=immutable), uri=True)
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
@@ -383,7 +388,9 @@ def verify_file(path: str | Path, *, anchor: tuple[int, str] | None = None) -> V
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='journal'"
         ).fetchone()
         if not has_journal:
-            return VerifyReport(False, 0, None, f"{path}: no journal table (not a crmctl state file)")
+            return VerifyReport(
+                False, 0, None, f"{path}: no journal table (not a crmctl state file)"
+            )
         verifier = ChainVerifier(anchor)
         after = 0
         while True:

@@ -1,9 +1,9 @@
 """Child process for the multi-process store tests (run as a script, never collected).
 
-    store_child.py append PATH COUNT TAG GOFILE   wait for GOFILE, then append COUNT entries
-    store_child.py ack PATH TAG                   append forever; print "seq<TAB>hash<TAB>payload"
-                                                  for each entry, only after append returned
-    store_child.py one PATH                       append one entry; print "seq<TAB>unix time"
+store_child.py append PATH COUNT TAG GOFILE   wait for GOFILE, then append COUNT entries
+store_child.py ack PATH TAG                   append forever; print "seq<TAB>hash<TAB>payload"
+                                              for each entry, only after append returned
+store_child.py one PATH                       append one entry; print "seq<TAB>unix time"
 """
 
 from __future__ import annotations
@@ -39,11 +39,15 @@ async def ack(path: str, tag: str) -> None:
     while True:
         payload = {"tag": tag, "i": i, "pad": "x" * rng.randrange(0, 3000)}
         if i % 5 == 4:  # some batches too, so a kill can land inside a multi-row transaction
-            entries = await store.append_many([("test.kill", payload), ("test.kill", {"i": i, "second": True})], actor=actor)
+            entries = await store.append_many(
+                [("test.kill", payload), ("test.kill", {"i": i, "second": True})], actor=actor
+            )
         else:
             entries = [await store.append("test.kill", payload, actor=actor)]
         for entry in entries:
-            sys.stdout.write(f"{entry.seq}\t{entry.hash}\t{json.dumps(entry.payload, sort_keys=True)}\n")
+            sys.stdout.write(
+                f"{entry.seq}\t{entry.hash}\t{json.dumps(entry.payload, sort_keys=True)}\n"
+            )
         sys.stdout.flush()
         i += 1
 

@@ -36,7 +36,10 @@ def test_os_user_fallback_and_guard(monkeypatch):
     [
         ({"SSH_CONNECTION": "10.1.2.3 51234 10.0.0.5 22"}, "ssh:10.1.2.3"),
         ({"SSH_CLIENT": "10.9.8.7 51234 22"}, "ssh:10.9.8.7"),
-        ({"SSH_CONNECTION": "fe80::1 51234 fe80::2 22", "SSH_CLIENT": "1.1.1.1 1 22"}, "ssh:fe80::1"),
+        (
+            {"SSH_CONNECTION": "fe80::1 51234 fe80::2 22", "SSH_CLIENT": "1.1.1.1 1 22"},
+            "ssh:fe80::1",
+        ),
         ({"SSH_CONNECTION": "   "}, None),
         ({}, None),
     ],

@@ -36,7 +36,9 @@ async def test_append_returns_committed_entry_and_entries_reads_it_back(store, a
 async def test_hash_follows_the_documented_rule(store, actor, state_path):
     """Recomputes the hash from raw rows with nothing but hashlib and json, as docs/journal.md
     tells an auditor to: the rule must not depend on crmctl's own code."""
-    await store.append("note", {"text": "Zürich – ok", "n": 1.5, "z": [1, {"b": 2, "a": 1}]}, actor=actor)
+    await store.append(
+        "note", {"text": "Zürich – ok", "n": 1.5, "z": [1, {"b": 2, "a": 1}]}, actor=actor
+    )
     await store.append("note", {"text": "second"}, actor=actor)
     conn = sqlite3.connect(state_path)
     prev = "0" * 64
@@ -44,9 +46,17 @@ async def test_hash_follows_the_documented_rule(store, actor, state_path):
         "SELECT seq, ts, operator, host, kind, payload, prev_hash, hash FROM journal ORDER BY seq"
     ):
         canonical = json.dumps(
-            {"seq": seq, "ts": ts, "operator": operator, "host": host, "kind": kind,
-             "payload": json.loads(payload)},
-            sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+            {
+                "seq": seq,
+                "ts": ts,
+                "operator": operator,
+                "host": host,
+                "kind": kind,
+                "payload": json.loads(payload),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
         assert prev_hash == prev
         assert hashlib.sha256((prev + canonical).encode("utf-8")).hexdigest() == digest
@@ -127,7 +137,9 @@ async def test_latest_results_projection_time_travel_and_history(store, actor, c
         result = make_result("account.count", clock.now(), status, minute=minute)
         await store.append_result(result, actor=actor)
         if minute % 3 == 0:
-            await store.append_result(make_result("contact.nulls", clock.now(), minute=minute), actor=actor)
+            await store.append_result(
+                make_result("contact.nulls", clock.now(), minute=minute), actor=actor
+            )
         await store.append("note", {"minute": minute}, actor=actor)
         timeline.append(clock.now())
 
@@ -196,7 +208,9 @@ async def test_readonly_and_closed(store, actor, state_path):
     await s2.close()  # idempotent
 
 
-async def test_watch_sees_another_connections_appends_within_a_second(store, actor, state_path, clock):
+async def test_watch_sees_another_connections_appends_within_a_second(
+    store, actor, state_path, clock
+):
     await store.append("before", {}, actor=actor)
     seen: list[tuple[int, float]] = []
 

@@ -66,7 +66,11 @@ def test_four_processes_appending_at_once_build_one_chain(tmp_path):
         mine = [e.payload["i"] for e in entries if e.payload["tag"] == f"p{n}"]
         assert mine == list(range(200))
     # The writers really interleaved (otherwise this test proves little).
-    switches = sum(1 for a, b in zip(entries, entries[1:]) if a.payload["tag"] != b.payload["tag"])
+    switches = sum(
+        1
+        for a, b in zip(entries, entries[1:], strict=False)
+        if a.payload["tag"] != b.payload["tag"]
+    )
     assert switches > 3
 
 
@@ -86,8 +90,12 @@ async def test_change_feed_sees_another_process_within_a_second(tmp_path):
         acks: dict[int, float] = {}
         for _ in range(2):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, CHILD, "one", str(path),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                sys.executable,
+                CHILD,
+                "one",
+                str(path),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
             out, err = await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == 0, err.decode()

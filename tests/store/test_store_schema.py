@@ -63,8 +63,13 @@ async def test_a_v1_file_is_migrated_in_place(state_path, actor, t0, make_result
     ] + [make_result("contact.nulls", t0, n=7).to_json()]
     write_v1_file(
         state_path,
-        [("check.result", results[0]), ("runbook.tick", {"step": "freeze"}), ("check.result", results[1]),
-         ("check.result", results[3]), ("check.result", results[2])],
+        [
+            ("check.result", results[0]),
+            ("runbook.tick", {"step": "freeze"}),
+            ("check.result", results[1]),
+            ("check.result", results[3]),
+            ("check.result", results[2]),
+        ],
         t0,
     )
     assert verify_file(state_path).ok
@@ -85,7 +90,8 @@ async def test_a_v1_file_is_migrated_in_place(state_path, actor, t0, make_result
         assert store.schema_version == SCHEMA_VERSION == 2
         latest = await store.latest_results()  # from the backfilled projection
         assert {k: v.values for k, v in latest.items()} == {
-            "account.count": {"n": 2}, "contact.nulls": {"n": 7}
+            "account.count": {"n": 2},
+            "contact.nulls": {"n": 7},
         }
         entry = await store.append_result(make_result("account.count", t0, n=3), actor=actor)
         assert entry.seq == 6 and (await store.latest_results())["account.count"].values == {"n": 3}
@@ -129,7 +135,9 @@ async def test_newer_schema_and_foreign_files_are_refused(tmp_path):
     conn.close()
     with pytest.raises(StoreError, match="not a crmctl state file"):
         await Store.open(foreign)
-    assert {r[0] for r in sqlite3.connect(foreign).execute("SELECT name FROM sqlite_master")} == {"accounts"}
+    assert {r[0] for r in sqlite3.connect(foreign).execute("SELECT name FROM sqlite_master")} == {
+        "accounts"
+    }
     with pytest.raises(StoreError, match="not a crmctl state file"):
         await Store.open(foreign, readonly=True)
 
@@ -190,7 +198,9 @@ async def test_snapshot_is_a_private_self_contained_copy(store, actor, tmp_path)
     assert sorted(os.listdir(copy.parent)) == ["state-copy.db"]  # no -wal / -shm left behind
     conn = sqlite3.connect(copy)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-    assert json.loads(conn.execute("SELECT payload FROM journal WHERE seq = 5").fetchone()[0]) == {"i": 4}
+    assert json.loads(conn.execute("SELECT payload FROM journal WHERE seq = 5").fetchone()[0]) == {
+        "i": 4
+    }
     conn.close()
     with pytest.raises(FileExistsError):
         await store.snapshot(copy)

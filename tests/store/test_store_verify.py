@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import sqlite3
-import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -125,15 +124,29 @@ async def test_reasons_are_specific(db, tmp_path):
         tamper(copy, sql, params)
         return copy
 
-    r = await both(case("payload.db", "UPDATE journal SET payload = replace(payload, 'étape', 'etape') WHERE seq = 5"))
+    r = await both(
+        case(
+            "payload.db",
+            "UPDATE journal SET payload = replace(payload, 'étape', 'etape') WHERE seq = 5",
+        )
+    )
     assert r.reason == "entry 5: hash mismatch (content altered)"
-    r = await both(case("form.db", "UPDATE journal SET payload = replace(payload, ':', ': ') WHERE seq = 5"))
+    r = await both(
+        case("form.db", "UPDATE journal SET payload = replace(payload, ':', ': ') WHERE seq = 5")
+    )
     assert r.reason == "entry 5: payload is not in canonical form (content altered)"
     r = await both(case("json.db", "UPDATE journal SET payload = substr(payload, 2) WHERE seq = 5"))
     assert r.reason == "entry 5: payload is not valid JSON (content altered)"
-    r = await both(case("link.db", "UPDATE journal SET prev_hash = (SELECT hash FROM journal WHERE seq = 2) WHERE seq = 5"))
+    r = await both(
+        case(
+            "link.db",
+            "UPDATE journal SET prev_hash = (SELECT hash FROM journal WHERE seq = 2) WHERE seq = 5",
+        )
+    )
     assert r.reason == "entry 5: prev_hash does not match entry 4"
-    r = await both(case("utf8.db", "UPDATE journal SET operator = CAST(x'ff' AS TEXT) WHERE seq = 5"))
+    r = await both(
+        case("utf8.db", "UPDATE journal SET operator = CAST(x'ff' AS TEXT) WHERE seq = 5")
+    )
     assert r.reason == "entry 5: operator is not valid UTF-8 (content altered)"
     r = await both(case("last.db", f"UPDATE journal SET hash = upper(hash) WHERE seq = {N}"))
     assert r.reason == f"entry {N}: hash mismatch (content or stored hash altered)"
