@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test install install-test system-deps bench reliability clean
+.PHONY: demo test install install-test system-deps node-deps bench reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,17 +30,35 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null; \
 	  else echo "tmux missing: end-to-end tests will skip"; fi; }
 
+# The real OpenID Connect provider the MSAL tests sign in against: npm's oidc-provider, versions
+# pinned by tests/peers/oidc/package-lock.json (`npm ci`, re-run when the lock changes). Without
+# node/npm the OIDC tests skip locally and fail under CI=true. openssl makes their certificates.
+OIDC_PEER := tests/peers/oidc
+
+$(OIDC_PEER)/node_modules/.package-lock.json: $(OIDC_PEER)/package.json $(OIDC_PEER)/package-lock.json
+	npm ci --prefix $(OIDC_PEER) --no-audit --no-fund --loglevel=error
+
+node-deps:
+	@command -v openssl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; \
+	  else echo "openssl missing: the OIDC tests will skip"; fi; }
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory $(OIDC_PEER)/node_modules/.package-lock.json; \
+	else echo "node/npm missing: the OIDC tests will skip"; fi
+
 ## Seed the demo world, start the embedded emulator and open the control room.
 demo: install
 	$(BIN)/crmctl demo
 
 ## Install the test extra and run the whole suite.
-test: install-test system-deps
+test: install-test system-deps node-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## Benchmarks print figures; they are recorded by hand in docs/benchmarks.md.
 bench: install-test
 	$(BIN)/python bench/emulator_paging.py
+	$(BIN)/python bench/integration_health.py
 
 clean:
 	rm -rf $(VENV) data/demo/world data/demo/.crmctl .pytest_cache

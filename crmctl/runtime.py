@@ -57,9 +57,18 @@ async def open_runtime(
             page_size=limits.page_size,
         )
         stack.push_async_callback(dynamics.close)
-        source = open_source(config.source.url)
+        source = _open_source(config)
         stack.push_async_callback(source.close)
         yield Runtime(Targets(dynamics, source), dynamics, source, limiter, emulator)
+
+
+def _open_source(config: Config) -> SourceConnector:
+    """The source connector for `source.kind`: SQL by URL scheme, or an OData v4 service."""
+    if config.source.kind == "odata":
+        from crmctl.connectors.odata_source import OdataSource
+
+        return OdataSource(config.source.url, timeout=config.target.limits.timeout.total_seconds())
+    return open_source(config.source.url)
 
 
 class EmulatorTokenProvider:

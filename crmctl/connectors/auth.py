@@ -282,6 +282,12 @@ class MsalTokenProvider:
                 app = msal.ConfidentialClientApplication(self.client_id, client_credential=credential, **options)
         except ValueError as exc:  # bad authority, unreadable certificate, wrong passphrase
             raise AuthError(None, "", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+            # MSAL opens a PFX while building the app; without this a missing file would read as
+            # "could not reach the sign-in authority". (Not OSError: requests' errors are OSErrors.)
+            raise AuthError(
+                None, "", f"could not read the certificate file {exc.filename} ({type(exc).__name__})"
+            ) from None
         except Exception as exc:  # requests' connection errors during authority discovery
             raise AuthError(
                 None, "", f"could not reach the sign-in authority {self.authority} ({type(exc).__name__})"

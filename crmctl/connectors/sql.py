@@ -10,9 +10,12 @@ mistaken statement in a check config cannot change the system being migrated fro
 from __future__ import annotations
 
 import asyncio
+import importlib
+import re
 import sqlite3
 import time
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Protocol, Sequence, runtime_checkable
@@ -46,6 +49,102 @@ class SourceConnector(Protocol):
     async def close(self) -> None: ...
 
 
+CONDITION_OPS = ("eq", "ne", "lt", "le", "gt", "ge", "is_null", "not_null")
+"""The comparisons a source query may filter on; every source kind can express all of them."""
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One filter of a source query: ``column op value``; a query's conditions are ANDed.
+
+    A structure rather than a SQL or OData text, so that one check works on every source kind:
+    each source renders it in its own language, with values bound (SQL parameters) or written as
+    typed literals (OData), never pasted into a string. ``eq``/``ne`` with ``None`` mean
+    "is null"/"is not null"; ``is_null``/``not_null`` take no value.
+    """
+
+    column: str
+    op: str
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        if self.op not in CONDITION_OPS:
+            raise ValueError(f"unknown condition {self.op!r}; expected one of {', '.join(CONDITION_OPS)}")
+        if self.value is None and self.op in ("lt", "le", "gt", "ge"):
+            raise ValueError(f"'{self.op}' needs a value to compare {self.column} with")
+
+
+@runtime_checkable
+class SourceQueries(Protocol):
+    """What a check asks of a source by intent, the same for every source kind (sql, odata).
+
+    Checks that use these instead of SQL text run unchanged against a SQL database or an OData
+    service. Keys and records come in the source's ascending order of `key`, in batches.
+    """
+
+    async def count(self, table: str, where: Sequence[Condition] = (), *, log: QueryLog | None = None) -> int:
+        """The exact number of rows of `table` matching every condition."""
+        ...
+
+    def keys(
+        self, table: str, key: str, where: Sequence[Condition] = (), *, log: QueryLog | None = None, batch: int = 5000
+    ) -> AsyncIterator[list[Any]]:
+        """The values of `key` of the matching rows, ascending, in batches of at most `batch`."""
+        ...
+
+    def records(
+        self,
+        table: str,
+        columns: Sequence[str],
+        *,
+        key: str,
+        where: Sequence[Condition] = (),
+        log: QueryLog | None = None,
+        batch: int = 5000,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The matching rows as {column: value} dicts, ordered by `key`, in batches of at most `batch`."""
+        ...
+
+
+def quote_name(name: str) -> str:
+    """A table or column name from the config, double-quoted; anything but a plain (schema.)name is refused.
+
+    Values travel as bound parameters; names cannot, so they are checked and quoted here.
+    """
+    if not _NAME.match(name):
+        raise SourceError(f"'{name}' is not a plain table or column name.")
+    return ".".join(f'"{part}"' for part in name.split("."))
+
+
+def where_sql(where: Sequence[Condition]) -> tuple[str, list[Any]]:
+    """`` WHERE …`` (or "") and its parameters for `where`."""
+    symbols = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+    parts: list[str] = []
+    params: list[Any] = []
+    for cond in where:
+        column = quote_name(cond.column)
+        if cond.op == "is_null" or (cond.op == "eq" and cond.value is None):
+            parts.append(f"{column} IS NULL")
+        elif cond.op == "not_null" or (cond.op == "ne" and cond.value is None):
+            parts.append(f"{column} IS NOT NULL")
+        else:
+            parts.append(f"{column} {symbols[cond.op]} ?")
+            params.append(_sqlite_value(cond.value))
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+def _sqlite_value(value: Any) -> Any:
+    """SQLite has no timestamp type: an aware datetime is bound as the UTC ISO text sources store
+    (``2026-11-28T21:30:00Z``, microseconds only when present), so text comparison orders it right."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a datetime in a source condition needs a time zone")
+        utc = value.astimezone(timezone.utc)
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")
+    return value
+
+
 SourceFactory = Callable[[str], SourceConnector]
 _FACTORIES: dict[str, SourceFactory] = {}
 _KNOWN_ELSEWHERE = {
@@ -58,6 +157,10 @@ _KNOWN_ELSEWHERE = {
 }
 
 
+_BUILTIN_ELSEWHERE = {"odata": "crmctl.connectors.odata_source"}
+"""Built-in connectors in other modules, imported on first use (they register themselves)."""
+
+
 def register_source(scheme: str, factory: SourceFactory) -> None:
     """Lets an optional extra serve URLs of `scheme` (e.g. "postgresql")."""
     _FACTORIES[scheme.lower()] = factory
@@ -67,6 +170,9 @@ def open_source(url: str) -> SourceConnector:
     """A connector for a source URL (``sqlite:///path``; others via optional extras). Opens lazily."""
     scheme = url.partition(":")[0].partition("+")[0].lower()
     factory = _FACTORIES.get(scheme)
+    if factory is None and scheme in _BUILTIN_ELSEWHERE:
+        importlib.import_module(_BUILTIN_ELSEWHERE[scheme])
+        factory = _FACTORIES.get(scheme)
     if factory is None:
         for ep in entry_points(group="crmctl.sources"):
             if ep.name.lower() == scheme:
@@ -161,6 +267,40 @@ class SqlSource:
             raise
         finally:
             self._record(log, sql, started, t0, error)
+
+    # -- query intents (SourceQueries): the same calls work on an OData source -------------
+
+    async def count(self, table: str, where: Sequence[Condition] = (), *, log: QueryLog | None = None) -> int:
+        clause, params = where_sql(where)
+        return int(await self.scalar(f"SELECT COUNT(*) FROM {quote_name(table)}{clause}", params, log=log))
+
+    async def keys(
+        self, table: str, key: str, where: Sequence[Condition] = (), *, log: QueryLog | None = None, batch: int = 5000
+    ) -> AsyncIterator[list[Any]]:
+        clause, params = where_sql(where)
+        column = quote_name(key)
+        sql = f"SELECT {column} FROM {quote_name(table)}{clause} ORDER BY {column}"
+        async for chunk in self.rows(sql, params, log=log, batch=batch):
+            yield [row[0] for row in chunk]
+
+    async def records(
+        self,
+        table: str,
+        columns: Sequence[str],
+        *,
+        key: str,
+        where: Sequence[Condition] = (),
+        log: QueryLog | None = None,
+        batch: int = 5000,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        if not columns:
+            raise ValueError("name at least one column")
+        clause, params = where_sql(where)
+        names = list(columns)
+        selected = ", ".join(quote_name(c) for c in names)
+        sql = f"SELECT {selected} FROM {quote_name(table)}{clause} ORDER BY {quote_name(key)}"
+        async for chunk in self.rows(sql, params, log=log, batch=batch):
+            yield [dict(zip(names, row)) for row in chunk]
 
     async def close(self) -> None:
         if self._db is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Mapping
+from typing import IO, Any, Callable, Mapping
 
 from aiohttp import web
 
@@ -221,6 +221,7 @@ class Emulator:
         log_path: str | Path | None = None,
         aggregate_limit: int = AGGREGATE_LIMIT,
         workers: int = 4,
+        token_validator: Callable[[str], bool] | None = None,
     ) -> None:
         path = Path(data_path)
         self.data_path = path / "dataverse.db" if path.is_dir() else path
@@ -235,6 +236,10 @@ class Emulator:
         self._workers = workers
         self._token = token or secrets.token_urlsafe(32)
         self._tokens: dict[str, datetime] = {}
+        self._token_validator = token_validator
+        """Also accepts bearer tokens this callable approves (e.g. a JWT from a real OIDC provider,
+        checked against its keys), so MSAL's tokens can be carried end to end; it runs on every
+        request, so an expired token is refused the moment the validator says so."""
         self._throttle = Throttle(limits)
         self._scenario: Scenario | None = (
             load_scenario(scenario) if isinstance(scenario, (str, Path)) else scenario
@@ -547,6 +552,8 @@ class Emulator:
         if token is None:
             return self._unauthorized("MissingCrmAuthenticationToken", None, ctx)
         issued = self._tokens.get(token)
+        if issued is None and self._token_validator is not None and self._token_validator(token):
+            return None
         if issued is None:
             return self._unauthorized("InvalidAuthTicket", "The access token is invalid.", ctx)
         if self._injector is not None and self._injector.token_expired(
