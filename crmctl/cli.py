@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--only", nargs="+", metavar="ID", help="run only these check ids")
     operator_arg(p)
+    wall_clock_arg(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("verify", help="prove the journal's hash chain; name the first broken entry")
@@ -70,18 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(p)
     operator_arg(p)
     p.add_argument("--read-only", action="store_true", help="observe only: run no checks, take no actions")
+    wall_clock_arg(p)
     p.set_defaults(func=cmd_tui)
 
     p = sub.add_parser("demo", help="seed the demo world, start the emulator and open the control room")
     operator_arg(p)
     p.add_argument("--config", type=Path, default=DEMO_CONFIG, help=argparse.SUPPRESS)
     p.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument(
-        "--real-clock",
-        action="store_true",
-        help="use the wall clock instead of the demo's cutover-night clock (21:30 UTC, 90 min before the point of no return)",
-    )
-    p.set_defaults(func=cmd_tui, demo=True)
+    wall_clock_arg(p)
+    p.set_defaults(func=cmd_tui)
 
     import importlib
 
@@ -108,6 +106,18 @@ def config_arg(p: argparse.ArgumentParser, *, required: bool = True) -> None:
 def operator_arg(p: argparse.ArgumentParser) -> None:
     """Adds the shared `--operator` option."""
     p.add_argument("--operator", help="your name in the journal (default: OS user and SSH client)")
+
+
+def wall_clock_arg(p: argparse.ArgumentParser) -> None:
+    """Adds `--wall-clock`: ignore the config's rehearsal `clock_start` and use the real time."""
+    p.add_argument("--wall-clock", action="store_true", help="ignore the config's clock_start (rehearsal clock)")
+
+
+def _clock(args: argparse.Namespace):
+    """The wall clock when asked for; otherwise None, meaning "the config's clock"."""
+    from crmctl.clock import SystemClock
+
+    return SystemClock() if getattr(args, "wall_clock", False) else None
 
 
 def load_or_report(path: Path):
@@ -139,7 +149,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if unknown:
         print(f"crmctl check: unknown check id(s): {', '.join(unknown)}", file=sys.stderr)
         return EXIT_USAGE
-    results = asyncio.run(_run_checks(config, args.only, args.operator))
+    results = asyncio.run(_run_checks(config, args.only, args.operator, _clock(args)))
     code = exit_code(results)
     if args.format == "json":
         print(json.dumps(check_report(config, results, code), indent=2))
@@ -148,13 +158,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return code
 
 
-async def _run_checks(config, only, operator):
+async def _run_checks(config, only, operator, clock=None):
     from checks.registry import REGISTRY
     from crmctl.control import ControlRoom
     from crmctl.identity import current_actor
 
     actor = current_actor(operator)
-    async with ControlRoom.open(config, REGISTRY, actor=actor, device_code_callback=_print_device_code) as room:
+    async with ControlRoom.open(
+        config, REGISTRY, actor=actor, clock=clock, device_code_callback=_print_device_code
+    ) as room:
         return await room.run_checks(only)
 
 
@@ -231,6 +243,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_BREACH
 
 
+def screen_renderer():
+    """The SVG renderer of the control room's screens, for the evidence pack.
+
+    The composition root hands it to `crmctl.evidence.export`, so the core never imports
+    Textual; the import happens only when a pack with screenshots is actually exported.
+    """
+    from screens.screenshots import render_screens
+
+    return render_screens
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     from crmctl.demo_world import ensure_world
     from crmctl.emulator.server import serve_forever
@@ -247,35 +270,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return EXIT_USAGE
-    clock = None
-    if getattr(args, "demo", False) and not args.real_clock:
-        from crmctl.clock import OffsetClock
-        from crmctl.demo_world import DEMO_NOW
-
-        clock = OffsetClock(max(DEMO_NOW, _journal_end(config.state)))
-    return asyncio.run(_run_tui(config, args.operator, args.read_only, clock))
-
-
-def _journal_end(state: Path):
-    """When the journal's last entry was written (epoch start when there is none).
-
-    A demo run resumes its cutover-night clock after the previous one, so journal timestamps
-    keep the order of the entries.
-    """
-    import sqlite3
-    from datetime import datetime, timezone
-
-    from crmctl.model import parse_iso
-
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    if not Path(state).exists():
-        return epoch
-    try:
-        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as conn:
-            row = conn.execute("SELECT ts FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
-    except sqlite3.Error:
-        return epoch
-    return parse_iso(row[0]) if row else epoch
+    return asyncio.run(_run_tui(config, args.operator, args.read_only, _clock(args)))
 
 
 async def _run_tui(config, operator, read_only: bool, clock=None) -> int:

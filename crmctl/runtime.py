@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack, asynccontextmanager
+import sqlite3
+from contextlib import AsyncExitStack, asynccontextmanager, closing
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
+from crmctl.clock import Clock, OffsetClock, SystemClock
 from crmctl.config import Config
 from crmctl.connectors.auth import MsalTokenProvider, TokenProvider, derive_authority_and_scope
 from crmctl.connectors.dataverse import DataverseClient
 from crmctl.connectors.limits import TargetLimiter
 from crmctl.connectors.sql import SourceConnector, open_source
 from crmctl.engine import Targets
+from crmctl.model import parse_iso
 
 API_PATH = "api/data/v9.2/"
 
@@ -69,6 +73,30 @@ def _open_source(config: Config) -> SourceConnector:
 
         return OdataSource(config.source.url, timeout=config.target.limits.timeout.total_seconds())
     return open_source(config.source.url)
+
+
+def config_clock(config: Config) -> Clock:
+    """The clock a session of this cutover runs on: the wall clock, or the rehearsal clock.
+
+    With `clock_start` set (rehearsals, the demo) time starts there and ticks in real time; a
+    later session resumes after the journal's last entry, so timestamps keep the entries' order.
+    """
+    if config.clock_start is None:
+        return SystemClock()
+    return OffsetClock(max(config.clock_start, journal_end(Path(config.state))))
+
+
+def journal_end(state: Path) -> datetime:
+    """When the journal's last entry was written (the epoch when there is none or no file)."""
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    if not state.exists():
+        return epoch
+    try:
+        with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT ts FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        return epoch
+    return parse_iso(row[0]) if row else epoch
 
 
 class EmulatorTokenProvider:

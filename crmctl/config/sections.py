@@ -348,13 +348,42 @@ DEFAULT_SEVERITIES: Mapping[str, SeverityConfig] = MappingProxyType({
 
 
 @dataclass(frozen=True)
+class AutoRaiseRule:
+    """Raise an incident automatically when a matching check turns red (see docs/incidents.md)."""
+
+    check: str
+    """A check id or a glob over check ids (``account.*``, ``*``)."""
+    when: tuple[str, ...] = ("BREACH", "ERROR")
+    """The result statuses that raise."""
+    severity: str = "unknown"
+    """sev1..sev4 or unknown (timed as sev1: when unsure, the higher)."""
+    after: int = 1
+    """Consecutive red results needed before raising (2+ rides out one flaky run)."""
+    title: str | None = None
+
+
+@dataclass(frozen=True)
 class IncidentsConfig:
     severities: Mapping[str, SeverityConfig] = field(default_factory=lambda: DEFAULT_SEVERITIES)
     """Always sev1..sev4, in that order."""
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    auto: tuple[AutoRaiseRule, ...] = ()
+    """Auto-raise rules, first match wins; none means incidents are raised by hand only."""
 
 
 DEFAULT_CHECKPOINTS: tuple[timedelta, ...] = (timedelta(days=1), timedelta(days=7), timedelta(days=30))
+
+
+@dataclass(frozen=True)
+class DriftTolerance:
+    """How far one hypercare metric may drift from the go-live baseline and still pass."""
+
+    metric: str
+    """A metric name or a glob over names (``*.count.target``, ``erp-sync.jobs.error_rate``)."""
+    max_pct: float | None = None
+    """Largest allowed drift in percent of the baseline value."""
+    max_abs: float | None = None
+    """Largest allowed drift in the metric's own unit; with max_pct, both must hold."""
 
 
 @dataclass(frozen=True)
@@ -362,6 +391,8 @@ class HypercareConfig:
     go_live: date
     checkpoints: tuple[timedelta, ...] = DEFAULT_CHECKPOINTS
     """Offsets from go-live (Day 1 / Day 7 / Day 30)."""
+    tolerances: tuple[DriftTolerance, ...] = ()
+    """Drift thresholds, first match wins; a metric without one is shown but never fails."""
 
 
 @dataclass(frozen=True)
@@ -394,6 +425,9 @@ class Config:
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
     hypercare: HypercareConfig | None = None
     slos: tuple[SloConfig, ...] = ()
+    clock_start: datetime | None = None
+    """Rehearsals and the demo: the moment the clock reads when crmctl starts, after which it ticks
+    in real time, so a cutover night fixed in the data replays on any day. None: the wall clock."""
     substitutions: Mapping[str, str] = field(default_factory=_empty_mapping, repr=False, compare=False)
     """Values substituted from the environment into URLs, by variable; what `redact` hides."""
 

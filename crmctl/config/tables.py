@@ -37,7 +37,9 @@ from crmctl.config.sections import (
     DEFAULT_CHECKPOINTS,
     DEFAULT_SEVERITIES,
     AuthConfig,
+    AutoRaiseRule,
     CertificateConfig,
+    DriftTolerance,
     EntityConfig,
     EntitySource,
     EntityTarget,
@@ -530,16 +532,41 @@ NOTIFY = record(NotifyConfig, (
     Field("webhook", secret()),
 ), "a mapping with teams_webhook and/or webhook")
 
+AUTO_RAISE = record(AutoRaiseRule, (
+    Field("check", text("a check id or a glob such as account.*"), required=True),
+    Field("when", seq_of(choice(("BREACH", "ERROR"), "status"), "a list such as [BREACH, ERROR]", nonempty=True),
+          default=("BREACH", "ERROR")),
+    Field("severity", choice(("sev1", "sev2", "sev3", "sev4", "unknown"), "severity"), default="unknown"),
+    Field("after", integer(1, 100), default=1),
+    Field("title", text()),
+), "a mapping with check and optionally when, severity, after, title")
+
 INCIDENTS = record(IncidentsConfig, (
     Field("severities", section(_severities, "a mapping of sev1..sev4"), default=DEFAULT_SEVERITIES),
     Field("notify", NOTIFY, factory=lambda r: NotifyConfig()),
-), "a mapping with severities and notify")
+    Field("auto", seq_of(AUTO_RAISE, "a list of auto-raise rules"), default=()),
+), "a mapping with severities, notify and auto")
+
+
+def _tolerance_post(reader: Reader, node: Map, where: str, values: dict[str, Any]) -> Any:
+    if "max_pct" not in node and "max_abs" not in node:  # a bad value there is reported already
+        reader.report(node, f"{where}: no limit given", "expected max_pct and/or max_abs")
+        return FAILED
+    return values
+
+
+TOLERANCE = record(DriftTolerance, (
+    Field("metric", text("a metric name or a glob such as *.count.target"), required=True),
+    Field("max_pct", number(minimum=0)),
+    Field("max_abs", number(minimum=0)),
+), "a mapping with metric and max_pct and/or max_abs", post=_tolerance_post)
 
 HYPERCARE = record(HypercareConfig, (
     Field("go_live", calendar_date(), required=True),
     Field("checkpoints", seq_of(duration(positive=True), "a list of durations, such as [1d, 7d, 30d]"),
           default=DEFAULT_CHECKPOINTS),
-), "a mapping with go_live and checkpoints")
+    Field("tolerances", seq_of(TOLERANCE, "a list of {metric, max_pct, max_abs} mappings"), default=()),
+), "a mapping with go_live, checkpoints and tolerances")
 
 
 def _slo_query(reader: Reader, node: Node, where: str) -> Any:
@@ -573,5 +600,6 @@ TOP = (
     Field("incidents", INCIDENTS, factory=lambda r: IncidentsConfig()),
     Field("hypercare", HYPERCARE),
     Field("slos", seq_of(SLO, "a list of SLOs"), default=()),
+    Field("clock_start", timestamp()),
 )
 TOP_EXPECT = "a mapping with project, source, target and the other sections"

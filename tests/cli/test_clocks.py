@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from crmctl.cli import _journal_end
+from crmctl.runtime import journal_end as _journal_end
 from crmctl.clock import FrozenClock, OffsetClock
 from crmctl.identity import Actor
 from crmctl.store import Store

@@ -145,7 +145,7 @@ def test_unknown_key_with_did_you_mean(problems: Problems) -> None:
     assert problems(text) == [
         "crmctl.yaml:4:1: top level: unknown key 'runbok' (did you mean 'runbook'?); expected one of: "
         "project, state, source, target, entities, checks, integrations, runbook, rollback, incidents, "
-        "hypercare, slos"
+        "hypercare, slos, clock_start"
     ]
 
 
@@ -534,7 +534,7 @@ def test_every_problem_in_one_run_in_file_order(problems: Problems, check_kinds:
         "expected an ISO-8601 timestamp with a timezone, such as 2026-11-28T23:00:00Z",
         "crmctl.yaml:14:1: top level: unknown key 'projct' (did you mean 'project'?); expected one of: "
         "project, state, source, target, entities, checks, integrations, runbook, rollback, incidents, "
-        "hypercare, slos",
+        "hypercare, slos, clock_start",
     ]
 
 

@@ -366,3 +366,23 @@ def test_redacted_is_yaml_of_the_effective_config(config: Config) -> None:
     assert data["checks"][0]["every"] == "30s"
     assert data["rollback"]["point_of_no_return"] == "2026-11-28T23:00:00Z"
     assert data["incidents"]["notify"] == {"teams_webhook": "${env:TEAMS_WEBHOOK}"}
+
+
+def test_clock_start_is_an_aware_timestamp_or_absent(tmp_path) -> None:
+    from datetime import datetime, timezone
+
+    from crmctl.config import ConfigError, load_config
+
+    base = "project: p\nsource: {kind: sql, url: 'sqlite:///s.db'}\ntarget: {kind: emulator}\n"
+    path = tmp_path / "c.yaml"
+    path.write_text(base)
+    assert load_config(path).clock_start is None
+    path.write_text(base + "clock_start: 2026-11-28T21:30:00Z\n")
+    assert load_config(path).clock_start == datetime(2026, 11, 28, 21, 30, tzinfo=timezone.utc)
+    path.write_text(base + "clock_start: 2026-11-28T21:30:00\n")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert str(exc).startswith(f"{path}:4:14: clock_start")
+    else:
+        raise AssertionError("a naive clock_start was accepted")
