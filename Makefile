@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test install install-test system-deps node-deps bench reliability clean
+.PHONY: demo test install install-test system-deps node-deps bench test-big reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,22 @@ install: $(VENV)/.runtime
 
 install-test: $(VENV)/.test
 
-# System tools the end-to-end tests drive (a real terminal). Installed from Debian's packages
+# System tools the end-to-end tests drive (a real terminal; a browser for the evidence pack).
+# Installed from Debian's packages
 # when missing; locally the tests skip with the reason, under CI=true a skip is a failure.
 system-deps:
 	@command -v tmux >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null; \
 	  else echo "tmux missing: end-to-end tests will skip"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: the evidence pack and wall-screen browser tests will skip"; fi; }
+	@{ command -v sshd >/dev/null 2>&1 || test -x /usr/sbin/sshd; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
+	  else echo "sshd missing: the control room over ssh -tt test will skip"; fi; }
 
 # The real OpenID Connect provider the MSAL tests sign in against: npm's oidc-provider, versions
 # pinned by tests/peers/oidc/package-lock.json (`npm ci`, re-run when the lock changes). Without
@@ -55,10 +64,18 @@ demo: install
 test: install-test system-deps node-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+## The million-row exactness tests (counts and reconcile), about a minute.
+test-big: install-test
+	CRMCTL_BIG=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/checks/test_reconcile_scale.py
+
 ## Benchmarks print figures; they are recorded by hand in docs/benchmarks.md.
 bench: install-test
 	$(BIN)/python bench/emulator_paging.py
 	$(BIN)/python bench/integration_health.py
+	$(BIN)/python bench/evidence_export.py
+	$(BIN)/python bench/reconcile.py
+	$(BIN)/python bench/sweep.py
+	$(BIN)/python bench/tui.py
 
 clean:
 	rm -rf $(VENV) data/demo/world data/demo/.crmctl .pytest_cache

@@ -102,6 +102,8 @@ class DataverseCounter:
         self._set = entity_set
         self.method = "aggregate"
         self.partitions = 1
+        self.counted = 0
+        """Records counted so far (partitions and scanned pages): the progress the screen shows."""
 
     async def count(self) -> int:
         try:
@@ -136,6 +138,8 @@ class DataverseCounter:
         try:
             count = await self._aggregate(filter_)
             self.partitions += 1
+            self.counted += count
+            self._ctx.report_progress(rows=self.counted, pages=self.partitions)
             return count
         except AggregateLimitExceeded:
             if high - low <= timedelta(seconds=1):
@@ -159,6 +163,8 @@ class DataverseCounter:
         key = self._ctx.entity.target.key
         async for page in self._ctx.dynamics.pages(self._set, select=[key], filter=filter_, log=self._ctx.dynamics_log):
             total += len(page)
+            self.counted += len(page)
+            self._ctx.report_progress(rows=self.counted, pages=self.partitions)
         return total
 
     async def _created_bounds(self) -> tuple[datetime, datetime] | None:

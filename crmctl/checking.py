@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 
 from crmctl.clock import Clock
 from crmctl.connectors.querylog import QueryLog
@@ -15,6 +15,50 @@ if TYPE_CHECKING:
     from crmctl.config import CheckConfig, CheckKindSpec, Config, EntityConfig
     from crmctl.connectors.dataverse import DataverseClient
     from crmctl.connectors.sql import SourceConnector
+
+
+@dataclass(frozen=True)
+class CheckProgress:
+    """How far one running check has got: what long work (a reconcile of millions of rows) shows.
+
+    Kept in memory only (`ControlRoom.progress`), never journalled: a page of a scan is not an
+    event worth a hash-chained entry, and the result that follows says everything that counts.
+    """
+
+    check_id: str
+    started_at: datetime
+    """Wall-clock start of the run (the room's clock)."""
+    started: float
+    """Monotonic start, for the elapsed time and the ETA."""
+    updated: float
+    """Monotonic time of the newest report."""
+    rows: int = 0
+    """Rows (records, keys) handled so far."""
+    pages: int = 0
+    """Pages (or partitions, batches) handled so far."""
+    total: int | None = None
+    """The number of rows expected in all, when the check can estimate it; None when unknown."""
+    done: bool = False
+    """True in the last report of a run: the run has ended (result, error or cancellation)."""
+
+    @property
+    def fraction(self) -> float | None:
+        """0..1 of the expected total, or None without an estimate."""
+        if not self.total or self.total <= 0:
+            return None
+        return max(0.0, min(1.0, self.rows / self.total))
+
+    def eta_s(self, at: float | None = None) -> float | None:
+        """Seconds left at the rate so far, or None while there is nothing to extrapolate from."""
+        fraction = self.fraction
+        elapsed = (self.updated if at is None else at) - self.started
+        if fraction is None or fraction <= 0 or elapsed <= 0:
+            return None
+        return max(0.0, elapsed * (1 - fraction) / fraction)
+
+
+ProgressListener = Callable[[CheckProgress], None]
+"""Called (on the event loop) with every progress report; the engine forwards to the room."""
 
 
 @dataclass
@@ -35,10 +79,39 @@ class CheckContext:
     """Monotonic time by which the check must have finished (the overall per-check deadline)."""
     dynamics_log: QueryLog = field(init=False)
     source_log: QueryLog = field(init=False)
+    progress: ProgressListener | None = None
+    """Where `report_progress` goes (the engine sets it); None means nobody is watching."""
+    _progress: CheckProgress | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.dynamics_log = QueryLog("dynamics", deadline=self.deadline)
         self.source_log = QueryLog("source", deadline=self.deadline)
+
+    def report_progress(self, *, rows: int, pages: int = 0, total: int | None = None) -> None:
+        """Tells whoever watches how far a long check has got (rows, pages, expected total).
+
+        Cheap enough to call once per page: it only replaces an in-memory record. `total` may
+        be left out after the first report that gave it.
+        """
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        held = self._progress
+        self._progress = CheckProgress(
+            check_id=self.check.id,
+            started_at=self.started,
+            started=held.started if held is not None else now,
+            updated=now,
+            rows=rows,
+            pages=pages,
+            total=total if total is not None else (held.total if held is not None else None),
+        )
+        self.progress(self._progress)
+
+    def end_progress(self) -> None:
+        """Tells the watcher this run has ended (the engine calls it, whatever the outcome)."""
+        if self.progress is not None and self._progress is not None:
+            self.progress(replace(self._progress, updated=time.monotonic(), done=True))
 
     @property
     def entity(self) -> EntityConfig:

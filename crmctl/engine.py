@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Iterable, Mapping, Sequence
 
-from crmctl.checking import CheckContext, CheckKind
+from crmctl.checking import CheckContext, CheckKind, ProgressListener
 from crmctl.clock import Clock, SystemClock
 from crmctl.config import CheckConfig, Config
 from crmctl.connectors.errors import ConnectorError
@@ -58,6 +58,10 @@ class Engine:
         self._actor = actor
         self._clock = clock or SystemClock()
         self._on_result = on_result
+        self.progress_listener: ProgressListener | None = None
+        """Receives every running check's progress (start, pages, end); the room sets it."""
+        self._running: dict[str, set[asyncio.Task[CheckResult]]] = {}
+        self._cancelled: dict[asyncio.Task[CheckResult], str] = {}
 
     def select(self, only: Iterable[str] | None = None) -> list[CheckConfig]:
         """The configured checks, or just those named in `only` (unknown names raise KeyError)."""
@@ -77,6 +81,22 @@ class Engine:
         if self._on_result is not None:
             self._on_result(result)
         return result
+
+    def running(self) -> list[str]:
+        """Ids of the checks with a run in flight in this engine."""
+        return [check_id for check_id, tasks in self._running.items() if tasks]
+
+    def cancel(self, check_id: str, reason: str) -> bool:
+        """Cancels every run in flight of `check_id`; each is journalled as ERROR with `reason`.
+
+        Returns False when the check is not running here (it may be running in another
+        session, which only that session can cancel).
+        """
+        tasks = [t for t in self._running.get(check_id, ()) if not t.done()]
+        for task in tasks:
+            self._cancelled[task] = reason
+            task.cancel()
+        return bool(tasks)
 
     async def run_forever(self) -> None:
         """Runs every check at its cadence until cancelled; a slow check never delays another."""
@@ -103,17 +123,30 @@ class Engine:
         kind = self._registry.get(check.kind)
         if kind is None:
             return ctx.error(f"No check kind named {check.kind!r} is installed.")
+        ctx.progress = self.progress_listener
+        ctx.report_progress(rows=0)
+        # The run is its own task so that `cancel` can stop exactly this check, not the caller.
+        task = asyncio.ensure_future(kind().run(ctx))
+        self._running.setdefault(check.id, set()).add(task)
         try:
-            return await asyncio.wait_for(kind().run(ctx), timeout=budget)
+            return await asyncio.wait_for(task, timeout=budget)
+        except asyncio.CancelledError:
+            reason = self._cancelled.get(task)
+            current = asyncio.current_task()
+            if reason is None or (current is not None and current.cancelling()):
+                raise  # the caller is being cancelled (quit): no result to journal
+            return ctx.error(reason)
         except (TimeoutError, asyncio.TimeoutError):
             return ctx.error(f"Did not finish within its {budget:.0f} s deadline; no figure is trusted.")
         except ConnectorError as exc:
             return ctx.error(str(exc))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a broken check must become ERROR, never a crash
             log.exception("check %s failed", check.id)
             return ctx.error(f"Internal error in {check.kind} check: {type(exc).__name__}: {exc}"[:500])
+        finally:
+            self._running[check.id].discard(task)
+            self._cancelled.pop(task, None)
+            ctx.end_progress()
 
     def _deadline(self) -> timedelta:
         limits = getattr(self._config.target, "limits", None)

@@ -47,15 +47,22 @@ RESULT_KIND = "check.result"
 RUNBOOK_KIND_PREFIX = "runbook."
 """Journal kinds of runbook progress; the newest one names the phase the cutover is in."""
 
+RUNBOOK_KIND_PREFIXES: tuple[str, ...] = ("runbook.", "run.", "decision.")
+"""Every prefix of the kinds the runbook fold reads: steps, named runs and decisions."""
+
 RUNBOOK_KINDS: tuple[str, ...] = (
+    "run.started",
     "runbook.step.started",
     "runbook.step.done",
+    "runbook.step.failed",
     "runbook.step.skipped",
-    "runbook.step.reopened",
-    "runbook.phase",
+    "runbook.step.blocked",
+    "decision.proposed",
+    "decision.recorded",
 )
 """The runbook kinds read at start-up (the store filters by exact kind); the change feed takes
-any kind under RUNBOOK_KIND_PREFIX. Keep in step with the runbook module when it lands."""
+any kind under RUNBOOK_KIND_PREFIXES. Mirrors `crmctl.runbook.KINDS` (a test keeps them equal;
+views does not import the runbook module, which imports views)."""
 
 DEFAULT_PHASE = "Pre-cutover"
 """The phase shown before any runbook step has been journalled."""
@@ -139,11 +146,19 @@ def format_span(delta: timedelta, *, seconds: bool = True) -> str:
     return f"{secs} s"
 
 
+SKEW_TOLERANCE_S = 2.0
+"""How far ahead of the screen's clock a timestamp may be before it is called clock skew."""
+
+
 def format_age(then: datetime | None, now: datetime) -> str:
     """How long ago `then` was, e.g. "3 s ago"; "never" when there is no time at all."""
     if then is None:
         return "never"
     delta = utc(now) - utc(then)
+    if timedelta(seconds=-SKEW_TOLERANCE_S) <= delta < timedelta(seconds=1):
+        # The screen's clock ticks once a second, so a result that lands between two ticks is
+        # stamped slightly after the "now" on screen: that is news, not skew.
+        return "just now"
     if delta < timedelta(0):
         # A result stamped in the future: another host's clock is ahead. Say so, don't hide it.
         return f"in {format_span(delta)} (clock skew)"
@@ -248,6 +263,9 @@ class Snapshot:
     """The sequence number of the newest journal entry reflected here."""
     loaded: bool = False
     """False until the store has been read once: screens say "loading", not "no results"."""
+    as_of: datetime | None = None
+    """None for the live journal; else the moment this historical view shows ("what did we
+    know at 02:14?"): every entry stamped after it is left out, and no live update is applied."""
 
     def apply_entries(self, entries: Iterable[JournalLike]) -> Snapshot:
         """A new snapshot with `entries` (from the change feed) folded in.
@@ -268,9 +286,9 @@ class Snapshot:
                 held = results.get(result.check_id)
                 if held is None or utc(result.finished) >= utc(held.finished):
                     results[result.check_id] = result
-            elif entry.kind.startswith(RUNBOOK_KIND_PREFIX):
+            elif entry.kind.startswith(RUNBOOK_KIND_PREFIXES):
                 runbook.append(entry)
-        return Snapshot(results=results, runbook=tuple(runbook), last_seq=last_seq, loaded=True)
+        return Snapshot(results=results, runbook=tuple(runbook), last_seq=last_seq, loaded=True, as_of=self.as_of)
 
     @property
     def newest(self) -> datetime | None:
@@ -283,11 +301,18 @@ def phase_from_runbook(entries: Sequence[JournalLike], steps: Iterable[Any] = ()
 
     The entry's payload may name the phase itself (`phase`), or the step (`step`/`step_id`),
     whose configured `phase` (else its title) is used. With no runbook entries the cutover has
-    not started: "Pre-cutover".
+    not started: "Pre-cutover". Only the current run counts (entries after the newest
+    `run.started`), and a recorded rollback decision puts the cutover in "Rollback".
     """
     by_id = {getattr(step, "id", None): step for step in steps}
     for entry in reversed(entries):
         payload = entry.payload
+        if entry.kind == "run.started":
+            break  # a new run with no step moved yet
+        if entry.kind.startswith("decision."):
+            if entry.kind == "decision.recorded" and payload.get("decision") == "rollback":
+                return "Rollback"
+            continue
         if payload.get("phase"):
             return str(payload["phase"])
         step_id = payload.get("step") or payload.get("step_id")
@@ -508,6 +533,10 @@ class OverviewView:
     """ "updated 3 s ago", "no results yet" or "loading…"."""
     rows: tuple[CheckRow, ...] = ()
     """Every check, in config order (the wall screen lists them all)."""
+    forecast: str = ""
+    """The runbook's forecast finish against the point of no return ("" without a runbook)."""
+    forecast_warning: str = ""
+    """The loud line when the forecast finish crosses the point of no return, else ""."""
 
 
 def build_overview(config: Any, snapshot: Snapshot, now: datetime) -> OverviewView:
@@ -523,16 +552,44 @@ def build_overview(config: Any, snapshot: Snapshot, now: datetime) -> OverviewVi
         project=str(getattr(config, "project", "")),
         now=now,
         clock_text=format_clock(now),
-        phase=phase_from_runbook(snapshot.runbook, runbook_steps(config)),
+        phase=phase_from_runbook(snapshot.runbook, runbook_steps(config) + rollback_steps(config)),
         countdowns=countdowns,
         counts=count_statuses(rows),
         total=len(rows),
         red_items=tuple(red_items(rows)),
-        recommendation=recommend(rows),
+        recommendation=matrix_recommendation(config, snapshot.results, now) or recommend(rows),
         updated=snapshot.newest,
         updated_text=updated_text(snapshot, now),
         rows=tuple(rows),
+        **dict(zip(("forecast", "forecast_warning"), runbook_forecast(config, snapshot, now))),
     )
+
+
+def matrix_recommendation(config: Any, results: Mapping[str, CheckResult], now: datetime) -> Recommendation | None:
+    """The recommendation of the rollback decision matrix (`crmctl.decision`), or None when the
+    config has no rollback criteria (the provisional, status-only `recommend` applies then)."""
+    from crmctl.decision import build_matrix, criteria_of, verdict_of
+
+    if not criteria_of(config):
+        return None
+    matrix = build_matrix(config, results, now)
+    return Recommendation(verdict_of(matrix.overall), f"Rollback matrix: {matrix.reason}", provisional=False)
+
+
+def runbook_forecast(config: Any, snapshot: Snapshot, now: datetime) -> tuple[str, str]:
+    """(forecast line, loud warning or "") of the current run (`crmctl.timing`); ("", "") without a runbook."""
+    from crmctl.timing import build_runbook_view
+
+    if not any(getattr(step, "planned", None) for step in runbook_steps(config)):
+        return "", ""  # nothing planned, nothing to forecast: the overview says nothing rather than "none"
+    view = build_runbook_view(config, snapshot.runbook, snapshot.results, now)
+    return view.forecast_text, view.warning
+
+
+def rollback_steps(config: Any) -> tuple[Any, ...]:
+    """The configured rollback runbook's steps."""
+    rollback = getattr(config, "rollback", None)
+    return tuple(getattr(rollback, "runbook", ()) or ()) if rollback is not None else ()
 
 
 def updated_text(snapshot: Snapshot, now: datetime) -> str:
@@ -597,6 +654,9 @@ class CheckDetail:
     query_base: str = ""
     """The Web API root most queries share ("https://org.crm.dynamics.com/api/data/v9.2/"),
     said once so that 80 columns show what differs: the entity set and the query options."""
+    key_lists: tuple[KeyList, ...] = ()
+    """The lists among the values (missing_keys, extra_keys, failing_job_ids...), shown as keys:
+    the first records behind a difference are what an engineer looks up next."""
 
 
 _API_ROOT = re.compile(r"^(https?://[^/?#]+(?:/api/data/v\d+(?:\.\d+)?/)?)")
@@ -662,16 +722,169 @@ def build_detail(
         started_text=format_time(result.started, now),
         finished_text=f"{format_time(result.finished, now)} ({format_age(result.finished, now)})",
         duration_text=f"{result.duration_s:,.2f} s",
-        values=tuple((k, format_number(v)) for k, v in result.values.items()),
+        values=tuple(
+            (k, format_number(v))
+            for k, v in result.values.items()
+            if not is_key_list(v) and k != "headline" and not (k.startswith("first_") and isinstance(v, Mapping))
+        ),
         thresholds=tuple((k, format_number(v)) for k, v in _ordered(threshold)),
         queries=tuple(query_row(q, base) for q in result.queries),
         query_base=base,
+        key_lists=key_lists(result.values),
         requests=result.requests,
         history=tuple(
             HistoryRow(format_time(h.finished, now), status_label(h.status), format_values(h.values))
             for h in history
         ),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Key lists: the records behind a difference.
+
+KEY_LIST_SHOWN = 20
+"""How many keys of one list a drill-down shows; the count says how many there are in all."""
+
+
+@dataclass(frozen=True)
+class KeyList:
+    """A list-valued figure of a result (e.g. `missing_keys`), as the keys an engineer looks up."""
+
+    name: str
+    """The value's name, e.g. "missing_keys"."""
+    keys: tuple[str, ...]
+    """The first keys, in the order the check reported them."""
+    total: int
+    """How many the check reported (its own `<name>_count`/`<stem>` figure when larger)."""
+
+    @property
+    def title(self) -> str:
+        """ "missing keys (37)", or "missing keys (first 20 of 37)"."""
+        label = self.name.replace("_", " ")
+        if len(self.keys) < self.total:
+            return f"{label} (first {len(self.keys)} of {self.total:,})"
+        return f"{label} ({self.total:,})"
+
+    @property
+    def text(self) -> str:
+        """The keys, comma-separated, with "…" when there are more than shown."""
+        more = ", …" if len(self.keys) < self.total else ""
+        return ", ".join(self.keys) + more if self.keys else "none"
+
+
+def is_key_list(value: Any) -> bool:
+    """True for a list of scalars (keys, ids): drawn as keys, not as "[a, b, c, …]"."""
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(v, (str, int)) and not isinstance(v, bool) for v in value
+    )
+
+
+def key_lists(values: Mapping[str, Any], *, shown: int = KEY_LIST_SHOWN) -> tuple[KeyList, ...]:
+    """The list-valued figures of a result as key lists, in the order the values hold them.
+
+    A check may report only the first N keys of a long difference and the full count beside
+    it (`missing_keys` + `missing`, or `missing_keys_count`): the larger count is the total, so
+    the screen never implies 20 missing records when there are 20,000.
+    """
+    out = []
+    for name, value in values.items():
+        if isinstance(value, Mapping):
+            # e.g. reconcile's first_duplicate_keys: {"source": [...], "target": [...]}, whose
+            # totals sit in a sibling mapping (duplicate_keys: {"source": 3, "target": 0}).
+            stem = name.removeprefix("first_")
+            counts = values.get(stem) if isinstance(values.get(stem), Mapping) else {}
+            for side, keys in value.items():
+                if is_key_list(keys) and keys:
+                    figure = counts.get(side)
+                    total = max(len(keys), figure if isinstance(figure, int) and not isinstance(figure, bool) else 0)
+                    out.append(KeyList(f"{name} ({side})", tuple(str(v) for v in keys[:shown]), total))
+            continue
+        if not is_key_list(value) or not value:
+            continue
+        total = len(value)
+        stem = name.removesuffix("_keys").removesuffix("_ids")
+        bare = stem.removeprefix("first_")
+        for counter in (f"{name}_count", f"{stem}_count", stem, bare):
+            figure = values.get(counter)
+            if counter != name and isinstance(figure, int) and not isinstance(figure, bool):
+                total = max(total, figure)
+                break
+        out.append(KeyList(name, tuple(str(v) for v in value[:shown]), total))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-entity drill-down.
+
+
+@dataclass(frozen=True)
+class EntityView:
+    """Every check about one entity, worst first: the entity's side of the reconciliation."""
+
+    entity: str
+    status: Status
+    """The worst effective status among its checks (PENDING with none)."""
+    details: tuple[CheckDetail, ...]
+    counts: Mapping[Status, int]
+
+
+def entities_of(checks: Sequence[CheckSpec]) -> list[str]:
+    """The entities the checks are about, in config order ("—" for checks about none)."""
+    return list(dict.fromkeys(check.entity or "—" for check in checks))
+
+
+def build_entity(
+    entity: str, checks: Sequence[CheckSpec], results: Mapping[str, CheckResult], now: datetime
+) -> EntityView:
+    """The drill-down of one entity: each of its checks' values, thresholds, keys and queries."""
+    mine = [c for c in checks if (c.entity or "—") == entity]
+    details = [build_detail(c, results.get(c.id), now) for c in mine]
+    details.sort(key=lambda d: (-d.row.status.severity, d.row.check_id))
+    status = max((d.row.status for d in details), key=lambda s: s.severity, default=Status.PENDING)
+    return EntityView(entity, status, tuple(details), count_statuses(d.row for d in details))
+
+
+# --------------------------------------------------------------------------------------------
+# Progress of long-running checks (in memory, from ControlRoom.progress).
+
+
+@dataclass(frozen=True)
+class ProgressLine:
+    """One running check as the checks screen draws it."""
+
+    check_id: str
+    fraction: float | None
+    """0..1 of the expected total, None when the check cannot estimate one."""
+    text: str
+    """ "12,000/25,000 rows · ETA 4 s · 3 pages · running 4 s"."""
+
+
+def progress_line(progress: Any, at: float) -> ProgressLine:
+    """Describes a `crmctl.checking.CheckProgress` at monotonic time `at`."""
+    elapsed = timedelta(seconds=max(0.0, at - progress.started))
+    # Most telling first: at 80 columns the end of the line is what gets cut.
+    parts = []
+    if progress.total:
+        parts.append(f"{progress.rows:,}/{progress.total:,} rows")
+    elif progress.rows:
+        parts.append(f"{progress.rows:,} rows")
+    eta = progress.eta_s(at)
+    if eta is not None:
+        parts.append(f"ETA {format_span(timedelta(seconds=eta))}")
+    elif not progress.total:
+        parts.append("no estimate")
+    if progress.pages:
+        parts.append(_plural(progress.pages, "page"))
+    parts.append(f"running {format_span(elapsed)}")
+    return ProgressLine(progress.check_id, progress.fraction, " · ".join(parts))
+
+
+def progress_bar(fraction: float | None, width: int = 10) -> str:
+    """A text bar ("█████░░░░░ 52%") that reads without colour; "▒▒▒▒ ?" without an estimate."""
+    if fraction is None:
+        return "▒" * width + "    "
+    filled = int(round(fraction * width))
+    return "█" * filled + "░" * (width - filled) + f" {fraction * 100:3.0f}%"
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,7 +912,10 @@ __all__ = [
     "CheckRow",
     "CheckSpec",
     "Countdown",
+    "EntityView",
     "HistoryRow",
+    "KeyList",
+    "ProgressLine",
     "OverviewView",
     "PROVISIONAL_NOTE",
     "QueryRow",
@@ -713,6 +929,12 @@ __all__ = [
     "Snapshot",
     "Verdict",
     "build_detail",
+    "build_entity",
+    "entities_of",
+    "is_key_list",
+    "key_lists",
+    "progress_bar",
+    "progress_line",
     "build_overview",
     "check_row",
     "check_rows",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
 
 from textual import on, work
 from textual.app import App
@@ -18,15 +18,25 @@ from textual.reactive import var
 from textual.theme import Theme
 from textual.worker import Worker, WorkerState
 
+from crmctl.timetravel import as_of_banner
 from crmctl.views import RUNBOOK_KINDS, Snapshot, status_label
 from screens.checks import ChecksScreen
 from screens.commands import ControlRoomCommands
 from screens.detail import CheckDetailScreen
+from screens.entity import EntityScreen
+from screens.evidence import EvidenceScreen
 from screens.help import HelpScreen, gather_keys
-from screens.messages import ChecksFinished, SnapshotUpdated
+from screens.hypercare import HypercareScreen
+from screens.incidents import IncidentsScreen
+from screens.integrations import IntegrationsScreen
+from screens.messages import ChecksFinished, HistoryLoaded, SnapshotUpdated
 from screens.overview import OverviewScreen
+from screens.rollback import RollbackScreen
+from screens.runbook import RunbookScreen
+from screens.timetravel import TimeTravelScreen
 
 if TYPE_CHECKING:
+    from crmctl.checking import CheckProgress
     from crmctl.control import ControlRoom
     from crmctl.store import Store
 
@@ -49,6 +59,12 @@ CALM_THEME = Theme(
 SCREENS: tuple[tuple[str, str, str, str], ...] = (
     ("1", "overview", "Overview", "Phase, countdowns, red items, recommendation"),
     ("2", "checks", "Checks", "Every check, its value, threshold and age"),
+    ("3", "runbook", "Runbook", "The checklist of the current run: steps, timing, drift, gates"),
+    ("4", "rollback", "Rollback", "The decision matrix, point of no return, rollback SLA, decisions"),
+    ("5", "integrations", "Integrations", "One pane per integration: failures, retries, backlog, latency"),
+    ("6", "incidents", "Incidents", "The incident register: severity, owner, escalation countdowns, timeline"),
+    ("7", "hypercare", "Hypercare", "Go-live baseline, Day 1/7/30 checkpoints, drift over time"),
+    ("8", "evidence", "Evidence", "Sign-offs, lessons learned, and the audit evidence pack"),
 )
 """(key, mode, title, what it shows) of every screen built so far. Keys 3-8 are kept for runbook,
 rollback, integrations, incidents, hypercare and evidence; the bindings and the palette are made
@@ -61,6 +77,9 @@ SCREEN_KEYS = Binding.Group("Screens")
 
 async def load_snapshot(store: Store) -> Snapshot:
     """Reads what the screens need from the journal, once, at start-up.
+
+    Kept for callers outside the app; the app itself reads through `ControlRoom.snapshot`,
+    which can also read the journal as of a past moment.
 
     `last_seq` is read first and the change feed is then started after it, so nothing
     committed meanwhile is missed; an entry read twice (here and from the feed) is harmless,
@@ -82,7 +101,16 @@ class CrmctlApp(App[None]):
 
     TITLE = "crmctl"
     CSS_PATH = ["app.tcss"]
-    MODES: ClassVar[dict[str, type]] = {"overview": OverviewScreen, "checks": ChecksScreen}  # type: ignore[assignment]
+    MODES: ClassVar[dict[str, type]] = {  # type: ignore[assignment]
+        "overview": OverviewScreen,
+        "checks": ChecksScreen,
+        "runbook": RunbookScreen,
+        "rollback": RollbackScreen,
+        "integrations": IntegrationsScreen,
+        "incidents": IncidentsScreen,
+        "hypercare": HypercareScreen,
+        "evidence": EvidenceScreen,
+    }
     DEFAULT_MODE = "overview"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     """Below 120 columns panels stack; from 120 (160x48, 200x50 wall screens) they sit side by side."""
@@ -95,6 +123,11 @@ class CrmctlApp(App[None]):
             for key, mode, title, about in SCREENS
         ),
         Binding("r", "run_checks", "Run all", id="checks.run-all", tooltip="Run every check once, now"),
+        Binding(
+            "t", "time_travel", "History", id="app.time-travel",
+            tooltip="View every screen as of a past moment of the journal (t again: back to live)",
+        ),
+        Binding("escape", "back_to_live", "Live", id="app.live", tooltip="Leave the historical view"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help", tooltip="List every key"),
         Binding("q", "quit", "Quit", id="app.quit", tooltip="Leave crmctl (checks stop)"),
     ]
@@ -106,6 +139,12 @@ class CrmctlApp(App[None]):
     """The current time from the room's clock, moved on every `clock_tick` seconds."""
     running: var[int] = var(0, init=False)
     """How many check runs started from this session are in flight (drives "running checks…")."""
+    as_of: var[datetime | None] = var(None, init=False)
+    """None when live; else the past moment every screen shows (time travel, key t)."""
+    wall: var[datetime] = var(datetime.min, init=False)
+    """The room's clock, always live (the header's clock); `now` stops at `as_of` in history."""
+    progress: var[Mapping[str, CheckProgress]] = var(dict, init=False)
+    """The checks running in this session, with rows, pages and estimate (polled from the room)."""
 
     def __init__(
         self,
@@ -114,6 +153,7 @@ class CrmctlApp(App[None]):
         auto_run: bool = True,
         poll_interval: float = 0.25,
         clock_tick: float = 1.0,
+        progress_interval: float = 0.5,
     ) -> None:
         """Builds the app around an open control room; the caller closes the room after the app exits.
 
@@ -123,29 +163,60 @@ class CrmctlApp(App[None]):
             poll_interval: Seconds between change-feed polls of the journal.
             clock_tick: Seconds between clock (and age) updates; tests pass a large value so
                 that `pilot.pause()` finds the app idle.
+            progress_interval: Seconds between looks at the progress of running checks (memory
+                only, cheap; redraws only when a check reported).
         """
         super().__init__()
         self.room = room
         self.auto_run = auto_run
         self.poll_interval = poll_interval
         self.clock_tick = clock_tick
+        self.progress_interval = progress_interval
+        self._live: Snapshot = Snapshot()
+        """The newest live snapshot, kept current by the feed even while `as_of` shows the past."""
+        self._progress_seen = -1
+        self._travel_to: datetime | None = None
+        """The moment a history load is under way for; a later request makes older loads void."""
+        self._first_read: asyncio.Future[Snapshot] | None = None
+        """The first journal read, started at construction when a loop is running (the CLI's):
+        its SQL runs on the store's thread while Textual starts up, instead of after it."""
+        try:
+            self._first_read = asyncio.ensure_future(room.snapshot())
+        except RuntimeError:  # no running loop (the app is built before `run()`): read on mount
+            self._first_read = None
         # Registered here, not on mount, so the very first frame is already in the calm theme.
         self.register_theme(CALM_THEME)
         self.theme = CALM_THEME.name
         self.now = room.clock.now()
+        self.wall = self.now
 
     # ----------------------------------------------------------------------------------------
     # lifecycle
 
     def on_mount(self) -> None:
-        self.set_interval(self.clock_tick, self.tick, name="clock")
+        self._clock = self.set_interval(self.clock_tick, self.tick, name="clock")
+        self.set_interval(self.progress_interval, self.poll_progress, name="progress")
         self._follow_journal()
         if self.auto_run and not self.room.read_only:
             self._run_scheduler()
+            self._run_incident_services()
 
     def tick(self) -> None:
-        """Reads the clock; every age, countdown and STALE verdict on screen follows from it."""
-        self.now = self.room.clock.now()
+        """Reads the clock; every age, countdown and STALE verdict on screen follows from it.
+
+        In a historical view `now` stays at the chosen moment (ages and STALE verdicts as they
+        were then); only the header's wall clock moves on.
+        """
+        self.wall = self.room.clock.now()
+        if self.as_of is None:
+            self.now = self.wall
+
+    def poll_progress(self) -> None:
+        """Picks up the progress of this session's running checks, when any has moved."""
+        version = self.room.progress_version
+        if version != self._progress_seen:
+            self._progress_seen = version
+            self.progress = dict(self.room.progress)
 
     # ----------------------------------------------------------------------------------------
     # workers
@@ -162,7 +233,8 @@ class CrmctlApp(App[None]):
         while True:
             try:
                 if not snapshot.loaded:
-                    snapshot = await load_snapshot(store)
+                    first, self._first_read = self._first_read, None
+                    snapshot = await (first if first is not None else self.room.snapshot())
                     self.post_message(SnapshotUpdated(snapshot))
                 async for batch in store.watch(interval=self.poll_interval, after_seq=snapshot.last_seq):
                     snapshot = snapshot.apply_entries(batch)
@@ -178,6 +250,20 @@ class CrmctlApp(App[None]):
     async def _run_scheduler(self) -> None:
         """Runs every check at its cadence for as long as the app is open."""
         await self.room.run_scheduler()
+
+    @work(exclusive=True, group="incident-services", exit_on_error=False, description="Incident rules, timers, notifications")
+    async def _run_incident_services(self) -> None:
+        """Auto-raise rules, escalation timers and Teams/webhook delivery, in the background;
+        a failed delivery pops a toast on whatever screen is showing (it is journalled too)."""
+
+        def delivered(outcome: object) -> None:
+            if not getattr(outcome, "ok", True):
+                self.notify(f"{getattr(outcome, 'channel', '?')}: INC-{getattr(outcome, 'incident', '?')} "
+                            f"{getattr(outcome, 'event', '')} not delivered ({getattr(outcome, 'reason', '')})",
+                            title="Notification failed", severity="error", timeout=10)
+
+        self.room.notifier.on_outcome = delivered
+        await self.room.run_incident_services(poll_interval=self.poll_interval)
 
     @work(group="run-checks", exit_on_error=False, description="Running checks now")
     async def _run_checks(self, only: tuple[str, ...] | None) -> None:
@@ -204,7 +290,29 @@ class CrmctlApp(App[None]):
 
     @on(SnapshotUpdated)
     def _apply_snapshot(self, message: SnapshotUpdated) -> None:
-        self.snapshot = message.snapshot
+        """Shows news from the journal, with the clock read at the same moment.
+
+        Moving the clock here (and restarting its timer) means a busy journal costs one redraw
+        per batch rather than one per batch plus one per clock tick; when the journal is quiet
+        the timer ticks as usual.
+        """
+        self._live = message.snapshot
+        if self.as_of is None:
+            with self.batch_update():
+                self.tick()
+                self.snapshot = message.snapshot
+            self._clock.reset()
+
+    @on(HistoryLoaded)
+    def _show_history(self, message: HistoryLoaded) -> None:
+        """Switches every screen to the past moment at once: snapshot, `now` and banner together."""
+        if message.snapshot.as_of != self._travel_to:
+            return  # a newer request (or "back to live") overtook this load
+        with self.batch_update():
+            self.as_of = message.snapshot.as_of
+            self.now = message.snapshot.as_of or self.wall
+            self.snapshot = message.snapshot
+        self.refresh_bindings()
 
     @on(ChecksFinished)
     def _report_run(self, message: ChecksFinished) -> None:
@@ -225,10 +333,58 @@ class CrmctlApp(App[None]):
     # actions
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Greys out actions a read-only session may not take (shown, but disabled)."""
-        if action == "run_checks" and self.room.read_only:
+        """Greys out actions this session may not take now (shown, but disabled).
+
+        Read-only sessions take no actions; neither does a historical view, where the screen
+        shows the past and an action would be acknowledged against a present nobody sees.
+        "Live" (escape) is only a key while a historical view is shown.
+        """
+        if action == "back_to_live":
+            return self.as_of is not None
+        if action == "run_checks" and (self.room.read_only or self.as_of is not None):
             return None
         return True
+
+    # ----------------------------------------------------------------------------------------
+    # time travel
+
+    def action_time_travel(self) -> None:
+        """Opens the "as of" dialog, or, in a historical view, returns to live."""
+        if self.as_of is not None or self._travel_to is not None:
+            self.action_back_to_live()
+            return
+        if isinstance(self.screen, TimeTravelScreen):
+            return
+        self.push_screen(TimeTravelScreen(), callback=self.travel_to)
+
+    def travel_to(self, moment: datetime | None) -> None:
+        """Shows every screen as the journal stood at `moment` (None: stay where we are)."""
+        if moment is None:
+            return
+        self._travel_to = moment
+        self._load_history(moment)
+
+    @work(exclusive=True, group="history", exit_on_error=False, description="Reading the journal as of a past moment")
+    async def _load_history(self, moment: datetime) -> None:
+        snapshot = await self.room.snapshot(until=moment)
+        self.post_message(HistoryLoaded(snapshot))
+
+    def action_back_to_live(self) -> None:
+        """Leaves the historical view: the newest journal state and the running clock again."""
+        if self.as_of is None and self._travel_to is None:
+            return
+        self._travel_to = None
+        self.workers.cancel_group(self, "history")
+        with self.batch_update():
+            self.as_of = None
+            self.now = self.wall = self.room.clock.now()
+            self.snapshot = self._live
+        self.refresh_bindings()
+
+    @property
+    def as_of_text(self) -> str:
+        """ "AS OF 02:14:00 UTC — historical view, live updates paused", or "" when live."""
+        return as_of_banner(self.as_of, self.wall) if self.as_of is not None else ""
 
     def action_run_checks(self) -> None:
         """Runs every check once, now."""
@@ -239,6 +395,27 @@ class CrmctlApp(App[None]):
         if isinstance(self.screen, HelpScreen):
             return
         self.push_screen(HelpScreen(gather_keys(self.screen)))
+
+    async def action_show_entity(self, entity: str) -> None:
+        """Opens the drill-down of one entity (from the command palette), over the checks screen."""
+        if self.current_mode != "checks":
+            await self.switch_mode("checks")
+        await self.push_screen(EntityScreen(entity))
+
+    def cancel_check(self, check_id: str) -> bool:
+        """Cancels this session's run of `check_id`; False (and says why) when it cannot."""
+        if self.room.read_only:
+            self.notify("This session is read-only: it runs no checks to cancel.", severity="warning")
+            return False
+        if not self.room.cancel(check_id):
+            self.notify(
+                f"{check_id} is not running in this session (a run in another session can only be"
+                " cancelled there).",
+                severity="warning",
+            )
+            return False
+        self.notify(f"Cancelling {check_id}; its ERROR result will name you.", title="Cancel", timeout=4)
+        return True
 
     async def action_show_check(self, check_id: str) -> None:
         """Opens the detail of one check (from the command palette), over the checks screen.

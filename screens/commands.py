@@ -29,11 +29,20 @@ class ControlRoomCommands(Provider):
             for key, mode, title, about in SCREENS
         ]
         items.append(("Run all checks now", app.action_run_checks, "Key r"))
+        if app.as_of is None:
+            items.append(("Time travel: view as of a past moment", app.action_time_travel, "Key t"))
+        else:
+            items.append(("Back to live", app.action_back_to_live, "Key t or esc"))
         items.append(("Show keys (help)", app.action_help, "Key ?"))
         items.append(("Quit crmctl", app.action_quit, "Key q"))
         for check in app.room.config.checks:
             title = getattr(check, "title", "") or check.kind
             items.append((f"Check: {check.id}", partial(app.action_show_check, check.id), title))
+        from crmctl.views import entities_of
+
+        for entity in entities_of(tuple(app.room.config.checks)):
+            if entity != "—":
+                items.append((f"Entity: {entity}", partial(app.action_show_entity, entity), "Every check of it (Checks, e)"))
         return items
 
     async def discover(self) -> Hits:

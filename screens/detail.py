@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static
 from crmctl.model import CheckResult
 from crmctl.views import CheckDetail, build_detail, updated_text
 from screens.widgets import ControlFooter, status_markup
+from screens.widgets.live import WhenShown
 
 if TYPE_CHECKING:
     from screens.app import CrmctlApp
@@ -53,6 +54,7 @@ class CheckDetailScreen(ModalScreen[None]):
             with Horizontal(id="detail-numbers"):
                 yield Static(id="detail-values", classes="subpanel")
                 yield Static(id="detail-thresholds", classes="subpanel")
+            yield Static(id="detail-keys", classes="subpanel")
             queries = DataTable(id="detail-queries", cursor_type="row", classes="subpanel")
             # The URL is what differs between queries: it gets the room, the target goes last.
             for key in ("method", "status", "duration", "url", "target"):
@@ -67,8 +69,10 @@ class CheckDetailScreen(ModalScreen[None]):
         self.query_one("#detail-values").border_title = "Values"
         self.query_one("#detail-thresholds").border_title = "Thresholds"
         self.query_one("#detail-history").border_title = "Earlier results"
-        self.watch(self.crmctl, "snapshot", self.refresh_view, init=False)
-        self.watch(self.crmctl, "now", self.refresh_view, init=False)
+        self.query_one("#detail-keys").border_title = "Keys behind the difference"
+        news = WhenShown(self, self.refresh_view)
+        self.watch(self.crmctl, "snapshot", news, init=False)
+        self.watch(self.crmctl, "now", news, init=False)
         self.refresh_view()
 
     def _check(self) -> Any:
@@ -111,6 +115,13 @@ class CheckDetailScreen(ModalScreen[None]):
         self.query_one("#detail-facts", Static).update(facts)
         self.query_one("#detail-values", Static).update(_pairs(detail.values, "no values yet"))
         self.query_one("#detail-thresholds", Static).update(_pairs(detail.thresholds, "none configured"))
+        keys = self.query_one("#detail-keys", Static)
+        keys.display = bool(detail.key_lists)
+        keys.update(
+            Content("\n").join(
+                Content.from_markup("[b]$title[/]\n$keys", title=k.title, keys=k.text) for k in detail.key_lists
+            )
+        )
 
         table = self.query_one("#detail-queries", DataTable)
         table.border_title = f"Queries ({len(detail.queries)}) · {detail.requests} requests"

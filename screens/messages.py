@@ -35,3 +35,13 @@ class ChecksFinished(Message, bubble=False):
 
     results: list[CheckResult]
     only: tuple[str, ...] | None
+
+
+@dataclass
+class HistoryLoaded(Message, bubble=False):
+    """The journal as it stood at a past moment has been read (time travel, key t).
+
+    `snapshot.as_of` says which moment; the app ignores a load a newer request has overtaken.
+    """
+
+    snapshot: Snapshot

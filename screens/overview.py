@@ -21,7 +21,8 @@ from crmctl.views import (
     build_overview,
     format_time,
 )
-from screens.widgets import ControlFooter, ControlHeader, status_markup
+from screens.widgets import ControlFooter, ControlHeader, status_content, status_markup
+from screens.widgets.live import WhenShown
 
 if TYPE_CHECKING:
     from screens.app import CrmctlApp
@@ -66,8 +67,9 @@ class OverviewScreen(Screen[None]):
         self.query_one("#cutover").border_title = "Cutover"
         self.query_one("#recommendation").border_title = "Recommendation"
         self.query_one("#checks-panel").border_title = "Checks"
-        self.watch(self.crmctl, "snapshot", self.refresh_view, init=False)
-        self.watch(self.crmctl, "now", self.refresh_view, init=False)
+        news = WhenShown(self, self.refresh_view)  # hidden (another mode): no redraw until shown
+        self.watch(self.crmctl, "snapshot", news, init=False)
+        self.watch(self.crmctl, "now", news, init=False)
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -83,6 +85,10 @@ class OverviewScreen(Screen[None]):
         lines = [Content.from_markup("[b]Phase[/]       $phase", phase=view.phase)]
         for countdown in view.countdowns:
             lines.append(_countdown_line(countdown, view))
+        if view.forecast:
+            lines.append(Content.from_markup("[b]Forecast[/]    $forecast", forecast=view.forecast))
+        if view.forecast_warning:
+            lines.append(Content.from_markup("[b reverse $error] ⚠ $warning [/]", warning=view.forecast_warning))
         self.query_one("#cutover-lines", Static).update(Content("\n").join(lines))
         panel = self.query_one("#cutover")
         panel.border_subtitle = view.updated_text
@@ -135,18 +141,25 @@ class OverviewScreen(Screen[None]):
     def _show_board(self, view: OverviewView) -> None:
         """Every check, one line each, below the red items: the wall screen's full picture."""
         rows = view.rows
-        if not rows:
+        if not rows or not self.crmctl.snapshot.loaded:
+            # Before the first journal read every check would be drawn PENDING only to be redrawn
+            # a moment later: the board waits for the data (the panel says "loading…").
             self.query_one("#board", Static).update("")
             return
         width = max(len(r.check_id) for r in rows)
         lines = [Content.from_markup("[b]All checks[/]")]
+        # Assembled, not parsed from markup: a wall screen's board has hundreds of lines, redrawn
+        # every second (the TUI benchmark's first screen).
         for row in rows:
             lines.append(
-                Content.from_markup(
-                    f"{status_markup(row.status, pad=True)} [b]$id[/]  [$text-muted]$age[/]  $value",
-                    id=row.check_id.ljust(width),
-                    age=row.age_text.rjust(12),
-                    value=row.value_text,
+                Content.assemble(
+                    status_content(row.status, pad=True),
+                    " ",
+                    (row.check_id.ljust(width), "bold"),
+                    "  ",
+                    (row.age_text.rjust(12), "$text-muted"),
+                    "  ",
+                    row.value_text,
                 )
             )
         self.query_one("#board", Static).update(Content("\n").join(lines))

@@ -7,5 +7,5 @@ one another's code. Every module must keep Textual out of its imports.
 
 from __future__ import annotations
 
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("crmctl.commands.runbook", "crmctl.commands.evidence", "crmctl.commands.incidents", "crmctl.commands.serve")
 """Dotted names of command modules; each exposes `register(subparsers) -> None`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -97,6 +98,11 @@ def cross_check(reader: Reader, root: Map) -> None:
         ref = _str_at(item, "check")
         if ref is not None:
             _check_ref(reader, join(item.where, "check"), ref, check_ids, "check", check_expect)
+        for key in ("rollback_if", "hold_if"):
+            expression = _str_at(item, key)
+            if expression is not None:
+                _check_expression(reader, join(item.where, key), expression)
+    _check_auto_rules(reader, root.get("incidents"), check_ids)
     for steps, ids, where in ((runbook, step_ids, "runbook"), (back_steps, back_ids, "rollback.runbook")):
         for item in steps:
             for child, node in _str_list_at(item, "gate"):
@@ -104,6 +110,31 @@ def cross_check(reader: Reader, root: Map) -> None:
             for child, node in _str_list_at(item, "after"):
                 _check_ref(reader, child, node, ids, "step", f"the id of a step in {where}:")
         _report_cycles(reader, steps, ids)
+
+
+def _check_auto_rules(reader: Reader, incidents: Node | None, check_ids: Mapping[str, Scalar]) -> None:
+    """An auto-raise rule whose `check:` (an id or a glob) matches no check would never fire:
+    almost always a typo, so it is reported like any other unknown id."""
+    if not isinstance(incidents, Map):
+        return
+    for item in _items(incidents.get("auto"), "incidents.auto"):
+        ref = _str_at(item, "check")
+        if ref is None or any(fnmatch.fnmatchcase(check_id, ref.value) for check_id in check_ids):
+            continue
+        reader.report(ref, f"{join(item.where, 'check')}: {ref.value!r} matches no check"
+                      f"{did_you_mean(ref.value, check_ids)}",
+                      "expected a check id defined under checks:, or a glob such as account.*")
+
+
+def _check_expression(reader: Reader, where: str, node: Scalar) -> None:
+    """A rollback criterion must parse now, not fail on cutover night (crmctl.expressions)."""
+    from crmctl.expressions import ExpressionError, parse
+
+    try:
+        parse(node.value)
+    except ExpressionError as exc:
+        reader.report(node, f"{where}: bad expression {node.value!r}: {exc.message} at character {exc.column}",
+                      f"expected {exc.expected}")
 
 
 def _report_cycles(reader: Reader, steps: list[_Item], ids: Mapping[str, Scalar]) -> None:

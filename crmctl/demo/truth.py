@@ -346,15 +346,15 @@ class GroundTruth:
     # -- convenience -------------------------------------------------------------------------
 
     @property
-    def now_at(self) -> datetime:
+    def now_dt(self) -> datetime:
         return parse_iso(self.now)
 
     @property
-    def freeze_at_dt(self) -> datetime:
+    def freeze_dt(self) -> datetime:
         return parse_iso(self.freeze_at)
 
     @property
-    def watermark_at(self) -> datetime:
+    def watermark_dt(self) -> datetime:
         return parse_iso(self.watermark)
 
     def entity(self, name: str) -> EntityTruth:

@@ -158,8 +158,6 @@ class _World:
     target: dict[str, list[dict[str, Any]]]
     removed: dict[str, set[int]]
     """Indexes of source rows whose target row is deleted (missing in Dynamics)."""
-    extras: dict[str, list[dict[str, Any]]]
-    guids: dict[str, list[str]]
     asyncoperations: list[dict[str, Any]]
     plugintracelogs: list[dict[str, Any]]
 
@@ -193,6 +191,7 @@ def _build(seed: int, scale: float, tl: Timeline) -> _World:
     numbers = rng.sample(range(1_000_000, 10_000_000), n_acc)
     accounts: list[dict[str, Any]] = []
     domains: list[str] = []
+    cores: list[str] = []
     acc_created: list[int] = []
     for i in range(n_acc):
         core = rng.choice(words.COMPANY_CORES)
@@ -201,6 +200,7 @@ def _build(seed: int, scale: float, tl: Timeline) -> _World:
         name = f"{core} {kind} {suffix}".rstrip()
         created = rng.randint(tl.history_start, tl.history_end - 86_400)
         acc_created.append(created)
+        cores.append(core)
         domains.append("".join(ch for ch in f"{core}{kind}".lower() if ch.isalnum()) + ".com")
         accounts.append({
             "account_id": f"ACC-{i + 1:0{width['account']}d}",
@@ -291,10 +291,9 @@ def _build(seed: int, scale: float, tl: Timeline) -> _World:
             status, stage = ("won" if roll < 0.85 else "lost"), "Close"
             close = tl.now - rng.randint(5, 900) * 86_400
         created = acc_created[a] + int((tl.history_end - acc_created[a]) * rng.random())
-        short = acc["name"].split(" ")[0] if acc["name"] else "Account"
         opportunities.append({
             "opportunity_id": f"OPP-{i + 1:0{width['opportunity']}d}",
-            "name": f"{short} - {rng.randint(2, 400)} {rng.choice(words.PRODUCTS)}",
+            "name": f"{cores[a]} - {rng.randint(2, 400)} {rng.choice(words.PRODUCTS)}",
             "account_id": acc["account_id"],
             "stage": stage,
             "status": status,
@@ -322,10 +321,14 @@ def _build(seed: int, scale: float, tl: Timeline) -> _World:
     opp_load = _schedule(rng, n_opp, tl.opps_start, tl.opps_end)
 
     def modified(load: int, updated: int) -> int:
-        """Dynamics modifiedon: the load, or the incremental delta that carried a later change."""
+        """Dynamics modifiedon: the load, or the incremental delta that carried a later change.
+
+        Always before the watermark, so a row changed after it is behind until the final
+        delta touches it (the planted delta counts hold for every seed).
+        """
         if updated <= load:
             return load
-        return min(updated + rng.randint(180, 2_700), tl.watermark + 480)
+        return min(updated + rng.randint(180, 2_700), tl.watermark - 60)
 
     # ---- target: mirror of the source ------------------------------------------------------
     acc_t: list[dict[str, Any]] = []
@@ -387,22 +390,26 @@ def _build(seed: int, scale: float, tl: Timeline) -> _World:
 
     def plant_changes(
         src: list[dict[str, Any]], tgt: list[dict[str, Any]], idx: Sequence[int], *,
-        when: Callable[[], int], who: Callable[[], str], change: Callable[[dict[str, Any], dict[str, Any], bool], None],
-        apply: bool,
+        when: Callable[[str], int], who: Callable[[], str],
+        change: Callable[[dict[str, Any], dict[str, Any], bool], None], apply: bool,
     ) -> None:
         """A source change after the watermark; `apply` = the final delta carried it over."""
         for i in idx:
-            src[i]["updated_at"] = when()
-            src[i]["updated_by"] = who()
+            writer = who()
+            src[i]["updated_by"] = writer
+            src[i]["updated_at"] = when(writer)
             change(src[i], tgt[i], apply)
             if apply:
                 tgt[i]["modifiedon"] = rng.randint(max(tl.delta_start, src[i]["updated_at"]), tl.delta_end)
 
-    def between_watermark_and_freeze() -> int:
+    def between_watermark_and_freeze(_writer: str) -> int:
         return rng.randint(tl.watermark + 1, tl.freeze_at)
 
-    def after_freeze() -> int:
-        # ERP Sync writes on its quarter-hour schedule; people at random moments.
+    def after_freeze(writer: str) -> int:
+        """ERP Sync writes on its quarter-hour schedule; people at random moments."""
+        if writer == "svc_erp_sync":
+            runs = (tl.now - tl.freeze_at) // 900 - 1
+            return tl.freeze_at + 900 * rng.randint(1, runs) + rng.randint(5, 90)
         return rng.randint(tl.freeze_at + 300, tl.now - 300)
 
     def updater() -> str:
@@ -595,8 +602,6 @@ def _build(seed: int, scale: float, tl: Timeline) -> _World:
         source=source,
         target=target,
         removed=removed,
-        extras=extras,
-        guids={"account": acc_guid, "contact": con_guid, "opportunity": opp_guid},
         asyncoperations=asyncops,
         plugintracelogs=traces,
     )

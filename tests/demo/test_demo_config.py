@@ -82,7 +82,9 @@ def test_runbook_tells_sprint_4_4(config):
         assert set(step.gate) <= ids
         assert step.owner and step.planned and step.phase
     assert config.step("delta").after == ("freeze",)
-    assert set(config.step("reconcile").gate) == {"account.count", "contact.count", "opportunity.count"}
+    assert set(config.step("reconcile").gate) == {
+        f"{name}.{family}" for name in ("account", "contact", "opportunity") for family in ("count", "reconcile")}
+    assert config.step("freeze").gate == ("source.write_freeze",)
 
 
 def test_rollback_and_hypercare(config):
@@ -92,10 +94,15 @@ def test_rollback_and_hypercare(config):
     assert rollback.point_of_no_return == POINT_OF_NO_RETURN > DEMO_NOW
     ids = {c.id for c in config.checks}
     assert rollback.criteria and all(c.check in ids for c in rollback.criteria)
+    produced = {  # the values each kind's result carries that a criterion may read
+        "row_count": {"source", "target", "difference", "difference_pct"},
+        "reconcile": {"source", "target", "matched", "missing", "extra", "unkeyed", "missing_pct", "extra_pct",
+                      "deviation_pct"},
+    }
     for criterion in rollback.criteria:
-        # Expressions may only read values the row_count check produces.
+        # Expressions may only read values their check's kind produces.
         names = set(re.findall(r"[A-Za-z_]\w*", f"{criterion.rollback_if} {criterion.hold_if or ''}"))
-        assert names <= {"source", "target", "difference", "difference_pct"}
+        assert names <= produced[config.check(criterion.check).kind]
     assert list(config.incidents.severities) == ["sev1", "sev2", "sev3", "sev4"]
     assert all(s.escalate_to for s in config.incidents.severities.values())
     assert config.incidents.notify.teams_webhook is None and config.incidents.notify.webhook is None

@@ -177,7 +177,7 @@ def test_created_by_day_and_snapshots(conns):
         count, taken_at = snapshots[entity.name]
         assert (count, taken_at) == (et.count_snapshot.count, et.count_snapshot.taken_at)
         assert count != et.target_count, "the snapshot is stale"
-        assert parse_iso(taken_at) == truth.now_at - timedelta(hours=20)
+        assert parse_iso(taken_at) == truth.now_dt - timedelta(hours=20)
 
 
 def test_system_jobs(conns):
@@ -203,7 +203,7 @@ def test_system_jobs(conns):
 
 def test_plugin_traces(conns):
     truth, conn = conns
-    since = (truth.now_at - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = (truth.now_dt - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
     recent = conn.execute(
         "SELECT COUNT(*) FROM e_plugintracelog WHERE exceptiondetails IS NOT NULL AND createdon >= ?",
         (since,)).fetchone()[0]

@@ -15,7 +15,7 @@ from crmctl.clock import FrozenClock
 from crmctl.control import ControlRoom
 from crmctl.model import Status
 from crmctl.store import Store
-from screens.app import CrmctlApp
+from screens.app import SCREENS, CrmctlApp
 from screens.checks import ChecksScreen, ChecksTable
 from screens.detail import CheckDetailScreen
 from screens.help import HelpScreen
@@ -192,8 +192,13 @@ async def test_palette_provider_covers_every_screen_action_and_check(make_app: A
     async with app.run_test(size=(80, 24)):
         provider = ControlRoomCommands(app.screen)
         names = [name for name, _, _ in provider.commands()]
-        assert names[:5] == ["Screen: Overview", "Screen: Checks", "Run all checks now", "Show keys (help)", "Quit crmctl"]
-        assert names[5:] == [f"Check: {c.id}" for c in CHECKS]
+        screens = [f"Screen: {title}" for _, _, title, _ in SCREENS]
+        assert names[: len(screens)] == screens  # every screen, in key order, first
+        for action in ("Run all checks now", "Time travel: view as of a past moment", "Show keys (help)", "Quit crmctl"):
+            assert action in names, action
+        assert [n for n in names if n.startswith("Check: ")] == [f"Check: {c.id}" for c in CHECKS]
+        entities = dict.fromkeys(c.entity for c in CHECKS if c.entity)
+        assert [n for n in names if n.startswith("Entity: ")] == [f"Entity: {e}" for e in entities]
 
 
 async def test_q_quits_and_cancels_the_scheduler_and_the_feed(make_app: AppFactory) -> None:

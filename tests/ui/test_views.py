@@ -191,3 +191,9 @@ def test_format_values_prefers_the_checks_headline() -> None:
     values = {"headline": "20,000 → 19,966 (-34)", "difference": -34, "source": 20000}
     assert format_values(values) == "20,000 → 19,966 (-34)"
     assert format_values({"headline": "", "a": 1}) == "a 1"
+
+
+def test_a_result_landing_between_two_clock_ticks_is_just_now_not_skew() -> None:
+    assert format_age(NOW + timedelta(milliseconds=600), NOW) == "just now"
+    assert format_age(NOW - timedelta(milliseconds=300), NOW) == "just now"
+    assert format_age(NOW + timedelta(seconds=2.5), NOW) == "in 2 s (clock skew)"

@@ -1,0 +1,152 @@
+"""Benchmark: one sweep of every demo check with 50 ms of emulator latency, against the ideal bound.
+
+The demo world is generated in a temporary folder and served by the emulator in its own
+process with a scenario that adds `--latency-ms` to every request (as a distant Dataverse
+would). One sweep (the engine's `run_once` over every check of data/demo/crmctl.yaml) runs at
+the demo's concurrency and again at concurrency 1. Printed:
+
+- wall time of the sweep, requests made (GETs to Dynamics), and the ideal bound
+  `requests x latency / concurrency` (what a perfectly packed schedule would take);
+- the ratio wall / ideal (target: within 1.2x);
+- the same sweep at concurrency 1, and its speed-up.
+
+    .venv/bin/python bench/sweep.py                    # --latency-ms 50 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.reconcile import EmulatorProcess  # noqa: E402
+
+
+async def sweep(
+    config_path: Path, api_url: str, token: str, concurrency: int, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Runs every check once through the engine against the emulator at `api_url`."""
+    from checks.registry import REGISTRY, check_kinds
+    from crmctl.config import load_config
+    from crmctl.connectors.auth import StaticTokenProvider
+    from crmctl.connectors.dataverse import DataverseClient
+    from crmctl.connectors.limits import TargetLimiter
+    from crmctl.connectors.sql import open_source
+    from crmctl.engine import Engine, Targets
+    from crmctl.identity import Actor
+    from crmctl.store import Store
+
+    config = load_config(config_path, check_kinds=check_kinds())
+    config = replace(config, checks=tuple(c for c in config.checks if c.kind not in exclude), runbook=(), rollback=None)
+    limits = replace(config.target.limits, concurrency=concurrency)
+    config = replace(config, target=replace(config.target, limits=limits))
+    state = config_path.parent / f"state-{concurrency}.db"
+    store = await Store.open(state)
+    limiter = TargetLimiter(concurrency, limits.requests_per_5min, 300.0)
+    client = DataverseClient(api_url, StaticTokenProvider(token), limiter, timeout=limits.timeout.total_seconds(),
+                             retries=limits.retries, page_size=limits.page_size)
+    source = open_source(config.source.url)
+    try:
+        config = replace(config, state=state)
+        engine = Engine(config, REGISTRY, store, Targets(client, source), actor=Actor("bench", "bench"))
+        began, cpu = time.perf_counter(), time.process_time()
+        results = await engine.run_once()
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+    finally:
+        await client.close()
+        await source.close()
+        await store.close()
+    gets = sum(1 for r in results for q in r.queries if q.method == "GET")
+    longest = max(results, key=lambda r: r.duration_s)
+    return {
+        "wall_s": wall, "cpu_s": cpu, "requests": gets, "limiter_requests": limiter.stats().requests,
+        "checks": len(results), "statuses": sorted({r.status.value for r in results}),
+        "errors": {r.check_id: r.explanation for r in results if r.status.value == "ERROR"},
+        "slowest": (longest.check_id, round(longest.duration_s, 3),
+                    sum(1 for q in longest.queries if q.method == "GET")),
+        "per_check": {r.check_id: (round(r.duration_s, 2), sum(1 for q in r.queries if q.method == "GET"))
+                      for r in results},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--skip-serial", action="store_true", help="do not run the concurrency-1 sweep")
+    parser.add_argument("--exclude", nargs="*", default=[], metavar="KIND", help="leave out checks of these kinds")
+    parser.add_argument("--per-check", action="store_true", help="print each check's time and requests")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    from crmctl.demo_world import ensure_world
+
+    with tempfile.TemporaryDirectory(prefix="crmctl-bench-sweep-") as tmp:
+        folder = Path(tmp)
+        ensure_world(folder / "world")
+        text = (ROOT / "data" / "demo" / "crmctl.yaml").read_text()
+        text = text.replace("sqlite:///world/", f"sqlite:///{folder}/world/").replace("data: world/", f"data: {folder}/world/")
+        config_path = folder / "crmctl.yaml"
+        config_path.write_text(text)
+        scenario = folder / "latency.yaml"
+        scenario.write_text(f"name: wan\nfaults:\n  - {{kind: latency, ms: {args.latency_ms}}}\n")
+        figures: dict[str, Any] = {}
+        for concurrency in ([args.concurrency] if args.skip_serial else [args.concurrency, 1]):
+            emulator = EmulatorProcess(folder / "world" / "dataverse.db", scenario=scenario)
+            try:
+                figures[concurrency] = asyncio.run(
+                    sweep(config_path, emulator.api_url, emulator.token, concurrency, tuple(args.exclude)))
+            finally:
+                emulator.stop()
+        shutil.rmtree(folder / "world", ignore_errors=True)
+    latency = args.latency_ms / 1000
+    main_run = figures[args.concurrency]
+    ideal = main_run["requests"] * latency / args.concurrency
+    report = {
+        "latency_ms": args.latency_ms, "concurrency": args.concurrency, "checks": main_run["checks"],
+        "requests": main_run["requests"], "wall_s": round(main_run["wall_s"], 3), "ideal_s": round(ideal, 3),
+        "ratio_to_ideal": round(main_run["wall_s"] / ideal, 3), "client_cpu_s": round(main_run["cpu_s"], 3),
+        "slowest_check": main_run["slowest"], "errors": main_run["errors"], "load_average": round(os.getloadavg()[0], 2),
+    }
+    if 1 in figures and args.concurrency != 1:
+        serial = figures[1]
+        report.update({
+            "serial_wall_s": round(serial["wall_s"], 3), "serial_requests": serial["requests"],
+            "serial_ideal_s": round(serial["requests"] * latency, 3),
+            "speedup": round(serial["wall_s"] / main_run["wall_s"], 2),
+        })
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    if args.exclude:
+        print(f"(checks of kind {', '.join(args.exclude)} left out)")
+    print(f"sweep of {report['checks']} demo checks, {args.latency_ms:g} ms latency per request, concurrency "
+          f"{args.concurrency}: {report['wall_s']:.2f} s wall, {report['requests']} requests")
+    print(f"ideal bound (requests x latency / concurrency): {ideal:.2f} s; ratio {report['ratio_to_ideal']:.2f} "
+          f"(target <= 1.2); client CPU {report['client_cpu_s']:.2f} s")
+    check_id, seconds, requests = report["slowest_check"]
+    print(f"longest check: {check_id}, {seconds:.2f} s, {requests} requests")
+    if "serial_wall_s" in report:
+        print(f"concurrency 1: {report['serial_wall_s']:.2f} s wall, {report['serial_requests']} requests "
+              f"(ideal {report['serial_ideal_s']:.2f} s); concurrency {args.concurrency} is {report['speedup']}x faster")
+    if args.per_check:
+        for check_id, (seconds, requests) in sorted(main_run["per_check"].items(), key=lambda kv: -kv[1][0]):
+            print(f"  {check_id:28} {seconds:6.2f} s {requests:4} requests")
+    if report["errors"]:
+        print(f"ERROR results: {report['errors']}")
+    print(f"load average while measuring: {report['load_average']} on {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
