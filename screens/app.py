@@ -181,9 +181,11 @@ class CrmctlApp(App[None]):
         """The first journal read, started at construction when a loop is running (the CLI's):
         its SQL runs on the store's thread while Textual starts up, instead of after it."""
         try:
-            self._first_read = asyncio.ensure_future(room.snapshot())
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no running loop (the app is built before `run()`): read on mount
-            self._first_read = None
+            loop = None
+        if loop is not None:
+            self._first_read = loop.create_task(room.snapshot())
         # Registered here, not on mount, so the very first frame is already in the calm theme.
         self.register_theme(CALM_THEME)
         self.theme = CALM_THEME.name

@@ -452,3 +452,46 @@ async def test_every_footer_key_is_on_screen_at_80_columns(iapp, keys: tuple[str
         for key in footer_keys:
             region = key.region
             assert region.width > 0 and region.right <= 80, (key.action, region)
+
+
+# ---------------------------------------------------------------------------------------------
+# refreshing keeps selection and scroll
+
+
+async def test_checks_table_and_entity_keep_cursor_and_scroll_through_live_updates(iapp, iroom: ControlRoom) -> None:
+    app = iapp()
+    async with app.run_test(size=(80, 20)) as pilot:
+        await loaded(app)
+        await pilot.press("2")
+        screen = app.screen
+        assert isinstance(screen, ChecksScreen)
+        table = screen.table
+        table.move_cursor(row=table.row_count - 1)  # the last row: the table scrolls
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        selected, scrolled = screen.selected_check, table.scroll_y
+        assert scrolled > 0
+        writer = await Store.open(iroom.config.state, clock=iroom.clock)
+        await writer.append_result(result("contact.count", Status.BREACH, "contact: 5 missing.", {"missing": 5},
+                                          ago=timedelta(0)), actor=ACTOR)
+        await until(lambda: "BREACH" in table.get_cell("contact.count", "status").plain, timeout=1.0)
+        iroom.clock.advance(timedelta(seconds=5))
+        app.tick()
+        await pilot.pause()
+        assert screen.selected_check == selected and table.scroll_y == scrolled
+
+        await pilot.press("e")
+        entity = app.screen
+        assert isinstance(entity, EntityScreen)
+        box = entity.query_one("#entity-box")
+        await pilot.pause()
+        box.scroll_to(y=6, animate=False)  # part way down (at the end, shorter content would clamp it)
+        await pilot.pause()
+        bottom = box.scroll_y
+        assert bottom == 6
+        await writer.append_result(result("account.nulls", Status.OK, "no nulls now.", {"nulls": 0},
+                                          ago=timedelta(0)), actor=ACTOR)
+        await writer.close()
+        await until(lambda: "no nulls now." in "\n".join(text_of(s) for s in entity.query(".entity-facts")), timeout=1.0)
+        await pilot.pause()
+        assert box.scroll_y == bottom
