@@ -444,11 +444,21 @@ async def test_every_footer_key_is_on_screen_at_80_columns(iapp, keys: tuple[str
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(app)
         await pilot.press(*keys)
-        await until(lambda: list(app.screen.query(FooterKey)))
-        await pilot.pause(0.1)
+
+        def shown() -> set[str]:
+            return {b.binding.action for b in app.screen.active_bindings.values() if b.binding.show}
+
+        # The footer recomposes whenever the bindings change (a worker finishing, a class
+        # applied): wait for it to settle on every key, then check where each one landed.
+        def settled() -> bool:
+            keys_now = list(app.screen.query(FooterKey))
+            return {k.action for k in keys_now} >= shown() - {"command_palette"} and all(
+                k.region.width > 0 for k in keys_now
+            )
+
+        await until(settled)
         footer_keys = list(app.screen.query(FooterKey))
-        shown = {b.binding.action for b in app.screen.active_bindings.values() if b.binding.show}
-        assert {k.action for k in footer_keys} >= shown - {"command_palette"}
+        assert {k.action for k in footer_keys} >= shown() - {"command_palette"}
         for key in footer_keys:
             region = key.region
             assert region.width > 0 and region.right <= 80, (key.action, region)
