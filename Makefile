@@ -77,5 +77,9 @@ bench: install-test
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/tui.py
 
+## Reliability in full: hundreds of kills, thousands of fuzz cases, every fault (see docs/reliability.md).
+reliability: install-test system-deps
+	CRMCTL_RELIABILITY=full $(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability tests/config/test_config_fuzz.py
+
 clean:
 	rm -rf $(VENV) data/demo/world data/demo/.crmctl .pytest_cache

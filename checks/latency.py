@@ -13,33 +13,17 @@ is ERROR, because percentiles over the surviving samples would describe a differ
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
+from crmctl.baseline_stats import METHOD, PERCENTILES, percentile  # one definition: checks and baselines agree
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec, SloConfig
 from crmctl.connectors.errors import ConnectorError
 from crmctl.connectors.querylog import QueryLog, redact_url
 from crmctl.model import CheckResult, Status
 
-PERCENTILES = (50, 95, 99)
-METHOD = "nearest-rank"
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """The nearest-rank `p`-th percentile (0 < p <= 100) of `values`.
-
-    Raises:
-        ValueError: `values` is empty or `p` is out of range.
-    """
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 < p <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {p}")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
+__all__ = ["METHOD", "PERCENTILES", "ApiLatency", "latency_figures", "percentile"]
 
 
 def latency_figures(latencies: Sequence[float]) -> dict[str, float | None]:

@@ -530,28 +530,14 @@ class _EntryReader(Protocol):
     async def entries(self, after_seq: int = 0, *, kinds: Iterable[str] | None = None, until: datetime | None = None,
                       limit: int | None = None) -> list[JournalEntry]: ...
 
+    async def latest_result_entries(self, check_ids: Iterable[str] = ()) -> dict[str, tuple[CheckResult, int, str]]: ...
+
 
 async def latest_result_refs(store: _EntryReader, check_ids: Iterable[str] = ()) -> dict[str, ResultRef]:
-    """The newest journalled result of each check, with its entry's seq and hash.
-
-    Reads backwards in growing windows: checks run every minute or so, so the last few hundred
-    entries nearly always hold every wanted result, and a long journal is not re-read for
-    every incident. A check that never ran widens the window to the whole journal, once.
-    """
-    wanted = set(check_ids)
-    last = await store.last_seq()
-    window = 512
-    while True:
-        after = max(0, last - window)
-        found: dict[str, ResultRef] = {}
-        for entry in await store.entries(after, kinds=("check.result",)):
-            if entry.seq > last:
-                break
-            result = CheckResult.from_json(entry.payload)
-            found[result.check_id] = ResultRef(result, entry.seq, entry.hash)
-        if after == 0 or (wanted and wanted <= set(found)):
-            return found
-        window *= 8
+    """The newest result of each of `check_ids` that has one (every check's when empty), with
+    the seq and hash of its journal entry: the evidence a verdict cites."""
+    found = await store.latest_result_entries(check_ids)
+    return {cid: ResultRef(result, seq, digest) for cid, (result, seq, digest) in found.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -704,28 +704,10 @@ async def append_checked(
 
 
 async def latest_result_refs(store: Any, check_ids: Iterable[str] = ()) -> dict[str, ResultRef]:
-    """The newest result of each check (highest seq, as `Store.latest_results`), with its entry's
-    seq and hash, for evidence.
-
-    Reads backwards in growing windows: checks run every minute or so, so the last few hundred
-    entries nearly always hold every check's latest result, and a long journal is not re-read
-    on every action; only a check whose newest result is very old widens the window further.
-    """
-    # Only checks that have a result at all (the store's one-row-per-check projection says
-    # which, cheaply): a check that never ran must not cost a scan of the whole journal.
-    wanted = set(check_ids) & set(await store.latest_results())
-    last = await store.last_seq()
-    window = 512
-    found: dict[str, ResultRef] = {}
-    while True:
-        after = max(0, last - window)
-        found = {}
-        for entry in await store.entries(after, kinds=(RESULT_KIND,)):
-            result = CheckResult.from_json(entry.payload)
-            found[result.check_id] = ResultRef(result, entry.seq, entry.hash)
-        if after == 0 or wanted <= set(found):
-            return found
-        window *= 8
+    """The newest result of each of `check_ids` that has one (every check's when empty), with
+    the seq and hash of its journal entry: the evidence a verdict cites."""
+    found = await store.latest_result_entries(check_ids)
+    return {cid: ResultRef(result, seq, digest) for cid, (result, seq, digest) in found.items()}
 
 
 class RunbookService:

@@ -681,6 +681,32 @@ class Store:
             out[result.check_id] = result
         return out
 
+    async def latest_result_entries(self, check_ids: Iterable[str] = ()) -> dict[str, tuple[CheckResult, int, str]]:
+        """The newest result per check (of `check_ids`; of every check when empty) with the seq
+        and hash of the entry that holds it.
+
+        Gates, decisions and incidents cite a result by its entry (seq + hash prove it in the
+        chain); one read of the projection joined to the journal answers that for every check
+        at once, consistent with `latest_results` and whatever the journal's length.
+        """
+        if self._version >= 2:
+            rows = await self._read(
+                "SELECT l.seq, j.hash, l.payload FROM latest_result l JOIN journal j ON j.seq = l.seq"
+                " ORDER BY l.check_id"
+            )
+        else:  # a schema-1 file opened read-only (not migrated): the newest result per check
+            rows = await self._read(
+                f"SELECT seq, hash, payload FROM journal WHERE seq IN (SELECT MAX(seq) FROM journal"
+                f" WHERE kind = 'check.result' GROUP BY {_CHECK_ID}) ORDER BY seq"
+            )
+        wanted = set(check_ids)
+        out: dict[str, tuple[CheckResult, int, str]] = {}
+        for seq, digest, payload in rows:
+            result = CheckResult.from_json(json.loads(payload))
+            if not wanted or result.check_id in wanted:
+                out[result.check_id] = (result, seq, digest)
+        return out
+
     async def results_history(self, check_id: str, limit: int = 100) -> list[CheckResult]:
         """The last `limit` results of one check, oldest first (ready for a sparkline)."""
         rows = await self._read(
