@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from crmctl.checking import CheckContext
+from crmctl.connectors.sql import Condition
 from checks.keys import WHOLE, KeyRange
 from checks.merge import OrderMismatch, Prefetch, SortedStream, Window, windows
 from checks.spill import Spill
@@ -40,8 +41,7 @@ class Sides:
     target_key: str
     source_columns: Sequence[str] = ()
     target_attributes: Sequence[str] = ()
-    source_where: str = ""
-    source_params: Sequence[Any] = ()
+    source_where: Sequence[Condition] = ()
     target_filter: str | None = None
 
 
@@ -91,7 +91,7 @@ async def compare(
 
 async def _merge_range(ctx: CheckContext, sides: Sides, key_range: KeyRange, consumer: Consumer) -> None:
     source = Prefetch(source_batches(
-        ctx, sides.table, sides.source_key, key_range, sides.source_columns, sides.source_where, sides.source_params
+        ctx, sides.table, sides.source_key, key_range, sides.source_columns, sides.source_where
     ))
     target = Prefetch(target_batches(
         ctx, sides.entity_set, sides.target_key, key_range, sides.target_attributes, sides.target_filter
@@ -109,7 +109,7 @@ async def _external(ctx: CheckContext, sides: Sides, ranges: Sequence[KeyRange],
     spill = Spill()
     try:
         loads = [spill.load("source", source_batches(
-            ctx, sides.table, sides.source_key, WHOLE, sides.source_columns, sides.source_where, sides.source_params
+            ctx, sides.table, sides.source_key, WHOLE, sides.source_columns, sides.source_where
         ))]
         loads += [
             spill.load("target", target_batches(

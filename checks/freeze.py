@@ -3,10 +3,11 @@
 write_freeze: every source row whose last-modified column is later than the freeze instant
 (`since`), per entity, with the first keys, who wrote them (an optional `writer` column such as
 `updated_by`) and the latest write. A freeze that was announced but not enforced shows up here
-as an integration account still writing. Source only: it costs one SQL query per entity.
+as an integration account still writing. Source only: it costs one query per entity (SQL, or
+paged OData reads).
 
 delta: every source row modified since the last watermark (`watermark`, or the value of
-`watermark_sql` read from the ETL's control table) must be in Dynamics with a `modifiedon` at
+`watermark_sql` read from the ETL's control table; SQL sources only) must be in Dynamics with a `modifiedon` at
 least as new as the source change. Rows that are older in Dynamics are *behind* (with the lag),
 rows absent are *missing*. Dynamics is asked by key, in batches of `or`-ed equalities (one
 request per `batch` keys), unless the changed rows are so many that one sorted scan of the
@@ -29,11 +30,12 @@ from typing import Any, ClassVar
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec, EntityConfig
 from crmctl.connectors.errors import ConnectorError
+from crmctl.connectors.sql import Condition
 from crmctl.exports import CsvExport, ExportPart
 from crmctl.model import CheckResult, iso
 from checks.common import CheckProblem, exports_dir, first_n, key_list, plural, stamp
 from checks.compare import Sides, compare, gather_all
-from checks.keys import as_key, attribute, column, ensure_columns, fold, odata_string, plan_ranges, source_count
+from checks.keys import as_key, attribute, ensure_columns, fold, odata_string, plan_ranges, source_queries, source_count
 from checks.merge import Window
 from checks.sampling import parse_options
 from checks.sourcetime import After, after, parse_time
@@ -58,6 +60,7 @@ class WriteFreeze:
     spec: ClassVar[CheckKindSpec] = CheckKindSpec(
         needs_entity=False,
         params={"since": datetime, "entities": list, "writer": str, "first": int, "timezone": str, "export": bool},
+        references={"entities": "entities"},
         description="Source rows modified after the write freeze (count, first keys, writers); "
         "thresholds count rows.",
     )
@@ -151,11 +154,13 @@ async def _entity_writes(
     modified = str(entity.source.modified)
     await ensure_columns(ctx, entity.source.table, [entity.source.key, modified, *([str(writer)] if writer else [])])
     condition = await after(ctx, entity.source.table, modified, since, zone)
-    cols = [column(entity.source.key), column(modified)] + ([column(str(writer))] if writer else [])
-    sql = f"SELECT {', '.join(cols)} FROM {column(entity.source.table)} WHERE {condition.sql} ORDER BY 1"
+    names = list(dict.fromkeys([entity.source.key, modified, *([str(writer)] if writer else [])]))
     found = Writes()
-    async for rows in ctx.source.rows(sql, condition.params, log=ctx.source_log):
-        for row in rows:
+    async for records in source_queries(ctx).records(
+        entity.source.table, names, key=entity.source.key, where=condition.conditions, log=ctx.source_log
+    ):
+        for record in records:
+            row = (record[entity.source.key], record[modified], record[str(writer)] if writer else None)
             moment = parse_time(row[1], zone)
             if moment is None or moment <= since:
                 continue
@@ -312,7 +317,7 @@ class _Delta:
 
     async def _compare(self, watermark: datetime, condition: After, export: CsvExport | None) -> tuple[list[DeltaDiff], str]:
         ctx, entity = self.ctx, self.entity
-        changed = await source_count(ctx, entity.source.table, entity.source.key, condition.sql, condition.params)
+        changed = await source_count(ctx, entity.source.table, entity.source.key, condition.conditions)
         rows = await source_count(ctx, entity.source.table, entity.source.key)
         page = ctx.config.target.limits.page_size
         if not condition.in_python and math.ceil(changed / self.batch) <= math.ceil(rows / page):
@@ -324,7 +329,7 @@ class _Delta:
         sides = Sides(
             entity.source.table, entity.source.key, entity.target.entity_set, attribute(entity.target.key),
             source_columns=[str(entity.source.modified)], target_attributes=[attribute(str(entity.target.modified))],
-            source_where=condition.sql, source_params=condition.params,
+            source_where=condition.conditions,
         )
         made: list[int] = []
 
@@ -342,9 +347,8 @@ class _Delta:
     async def _lookups(self, condition: After, diff: DeltaDiff) -> None:
         """Asks Dynamics for the changed keys, `batch` at a time, several batches at once."""
         ctx, entity = self.ctx, self.entity
-        qk = column(entity.source.key)
-        sql = (f"SELECT {qk}, {column(str(entity.source.modified))} FROM {column(entity.source.table)} "
-               f"WHERE {qk} IS NOT NULL AND {condition.sql} ORDER BY {qk}")
+        key, modified = entity.source.key, str(entity.source.modified)
+        where = [Condition(key, "not_null"), *condition.conditions]
         in_flight = asyncio.Semaphore(max(1, ctx.config.target.limits.concurrency))
         results: list[tuple[list[tuple[Any, ...]], asyncio.Task[dict[str, Any]]]] = []
 
@@ -353,7 +357,10 @@ class _Delta:
                 return await self._target_modified(keys)
 
         try:
-            async for rows in ctx.source.rows(sql, condition.params, log=ctx.source_log, batch=self.batch):
+            async for records in source_queries(ctx).records(
+                entity.source.table, [key, modified], key=key, where=where, log=ctx.source_log, batch=self.batch
+            ):
+                rows = [(r[key], r[modified]) for r in records]
                 results.append((rows, asyncio.ensure_future(ask([as_key(r[0]) for r in rows]))))
             await gather_all(*(task for _, task in results))
         finally:

@@ -158,6 +158,7 @@ class SystemJobs:
     spec: ClassVar[CheckKindSpec] = CheckKindSpec(
         needs_entity=False,
         params={"integration": str, "name_like": str, "window": timedelta, "failures_shown": int},
+        references={"integration": "integrations"},
         description="System jobs of an integration (asyncoperation): failed, retried, waiting, error rate vs SLO.",
     )
 

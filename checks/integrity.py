@@ -7,10 +7,13 @@ duplicated records. So Dynamics is read as a scan sorted by the column (`$orderb
 split into value ranges that are read concurrently; equal values (case-insensitively, as
 Dataverse compares them) are adjacent in that order and never straddle two ranges, because
 Dynamics itself decides which range a value belongs to. That is exact at any size and names
-every key. The source groups with SQL (`GROUP BY LOWER(col) HAVING COUNT(*) > 1`).
+every key. The source is asked for its `duplicates` intent: one SQL query on a SQL source
+(`GROUP BY LOWER(col) HAVING COUNT(*) > 1`), an `$apply` group count and a read of the
+repeated values' rows on an OData source.
 
 nulls. Dynamics: `$filter=col eq null` (paged, sorted by key, so "first keys" are stable);
-the source: `col IS NULL OR TRIM(col) = ''` (Dataverse stores an empty string as null).
+the source: the keys of rows where `col` is `blank` (null, or empty after trimming: Dataverse
+stores an empty string as null).
 
 Both judge the Dynamics side on an absolute number (duplicate groups, null values) against
 `warn`/`breach`; the source side is reported so a defect that came with the data can be told
@@ -28,11 +31,12 @@ from typing import Any, ClassVar
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec
 from crmctl.connectors.errors import ConnectorError
+from crmctl.connectors.sql import Condition
 from crmctl.exports import CsvExport
 from crmctl.model import CheckResult
 from checks.common import CheckProblem, column_map, exports_dir, first_n, key_list, plural, primary_id
 from checks.compare import gather_all
-from checks.keys import KeyRange, as_key, attribute, column, ensure_columns, fold, fold_all, plan_ranges, source_count
+from checks.keys import KeyRange, as_key, attribute, ensure_columns, fold, fold_all, plan_ranges, source_queries, source_count
 
 
 @dataclass
@@ -228,12 +232,6 @@ async def _source_groups(
 ) -> tuple[Groups, set[str]]:
     """Duplicate groups in the source, and their folded values (to tell groups new in Dynamics)."""
     entity = ctx.entity
-    qt, qc, qk = column(entity.source.table), column(source_col), column(entity.source.key)
-    sql = (
-        f"SELECT LOWER({qc}), {qc}, {qk} FROM {qt} WHERE {qc} IS NOT NULL AND LOWER({qc}) IN ("
-        f"SELECT LOWER({qc}) FROM {qt} WHERE {qc} IS NOT NULL AND TRIM({qc}) <> '' "
-        f"GROUP BY LOWER({qc}) HAVING COUNT(*) > 1) ORDER BY 1, 3"
-    )
     groups = Groups()
     values: set[str] = set()
     current: str | None = None
@@ -247,7 +245,7 @@ async def _source_groups(
             if export is not None:
                 export.part(index * 10_000).write(("source", source_col, value, k) for k in sorted(keys))
 
-    async for rows in ctx.source.rows(sql, log=ctx.source_log):
+    async for rows in source_queries(ctx).duplicates(entity.source.table, source_col, entity.source.key, log=ctx.source_log):
         for lowered, raw, key in rows:
             if lowered != current:
                 close()
@@ -347,12 +345,11 @@ async def _target_nulls(ctx: CheckContext, attr: str, pid: str, first: int, expo
 
 async def _source_nulls(ctx: CheckContext, source_col: str, first: int, export: CsvExport | None, part: int) -> NullCount:
     entity = ctx.entity
-    qt, qc, qk = column(entity.source.table), column(source_col), column(entity.source.key)
     result = NullCount()
-    async for rows in ctx.source.rows(
-        f"SELECT {qk} FROM {qt} WHERE {qc} IS NULL OR TRIM({qc}) = '' ORDER BY {qk}", log=ctx.source_log
+    async for rows in source_queries(ctx).keys(
+        entity.source.table, entity.source.key, [Condition(source_col, "blank")], log=ctx.source_log
     ):
-        names = [as_key(r[0]) for r in rows]
+        names = [as_key(k) for k in rows]
         result.count += len(names)
         result.first.extend(names[: max(0, first - len(result.first))])
         if export is not None:

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from crmctl.checking import CheckContext
 from crmctl.connectors.errors import SourceError
+from crmctl.connectors.sql import Condition, SourceQueries
 from checks.sqlnames import quote_identifier
 
 _FOLD = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
@@ -44,8 +45,8 @@ def fold(key: str) -> str:
 
 def fold_all(keys: list[str]) -> list[str]:
     """`fold` over a batch; the common all-ASCII case stays in C."""
-    if all(map(str.isascii, keys)):
-        return [k.lower() for k in keys]
+    if "".join(keys).isascii():  # one C pass over the batch: ~4x cheaper than per-key isascii()
+        return list(map(str.lower, keys))
     return [k.translate(_FOLD) for k in keys]
 
 
@@ -89,17 +90,14 @@ class KeyRange:
             parts.append(f"{attr} lt {odata_string(self.high)}")
         return " and ".join(parts)
 
-    def sql(self, quoted_column: str) -> tuple[str, list[Any]]:
-        """The SQL condition selecting this range in the source, and its parameters."""
-        parts = [f"{quoted_column} IS NOT NULL"]
-        params: list[Any] = []
+    def conditions(self, column_name: str) -> list[Condition]:
+        """The source conditions selecting this range (and never a null key)."""
+        found = [Condition(column_name, "not_null")]
         if self.low is not None:
-            parts.append(f"{quoted_column} >= ?")
-            params.append(self.low)
+            found.append(Condition(column_name, "ge", self.low))
         if self.high is not None:
-            parts.append(f"{quoted_column} < ?")
-            params.append(self.high)
-        return " AND ".join(parts), params
+            found.append(Condition(column_name, "lt", self.high))
+        return found
 
     def __str__(self) -> str:
         return f"[{self.low or '…'}, {self.high or '…'})"
@@ -150,78 +148,60 @@ def pick_boundaries(sample: Sequence[str], parts: int, *, exact: bool = False) -
     return chosen
 
 
-async def source_count(ctx: CheckContext, table: str, key: str, where: str = "", params: Sequence[Any] = ()) -> int:
-    """Rows of the source table with a non-null key (and `where`)."""
-    sql = f"SELECT COUNT(*) FROM {column(table)} WHERE {column(key)} IS NOT NULL{' AND ' + where if where else ''}"
-    return int(await ctx.source.scalar(sql, tuple(params), log=ctx.source_log) or 0)
+def source_queries(ctx: CheckContext) -> SourceQueries:
+    """The check's source, asked by intent (count / keys / records / aggregate …).
+
+    Every data check reads its source through these, never through SQL text, so the same check
+    runs against a SQL database and an OData service alike.
+    """
+    found = ctx.source
+    if not isinstance(found, SourceQueries):
+        raise SourceError(f"The source connector for {found.url.split('?')[0]!r} cannot answer crmctl's query "
+                          "intents (count, keys, records, aggregate); it needs a newer version.")
+    return found
+
+
+async def source_count(ctx: CheckContext, table: str, key: str, where: Sequence[Condition] = ()) -> int:
+    """Rows of the source table with a non-null key (and every condition of `where`)."""
+    return await source_queries(ctx).count(table, [Condition(key, "not_null"), *where], log=ctx.source_log)
 
 
 async def plan_ranges(ctx: CheckContext, table: str, key: str, rows: int, wanted: int | None = None) -> list[KeyRange]:
     """Key ranges for scanning `table` (with `rows` keyed rows) concurrently.
 
-    Boundaries are source keys: on SQLite a sample taken by evenly spaced rowids (a handful of
-    point lookups, whatever the table size), elsewhere the exact quantiles by `OFFSET`.
+    Boundaries are source keys: a cheap sample when the source can pick one (SQLite: keys at
+    evenly spaced rowids, a handful of point lookups whatever the table size), elsewhere the
+    exact quantiles, one skip-and-take query per boundary.
     """
     limits = ctx.config.target.limits
     parts = partition_count(rows, limits.page_size, limits.concurrency, wanted)
     if parts <= 1:
         return [WHOLE]
-    sample = await _rowid_sample(ctx, table, key, rows, parts * SAMPLE_PER_PARTITION)
-    if sample is not None:
+    size = parts * SAMPLE_PER_PARTITION
+    sample = await source_queries(ctx).key_sample(table, key, size, log=ctx.source_log)
+    if sample is not None and len(sample) >= min(rows, size) // 2:
         return ranges_from(pick_boundaries([as_key(k) for k in sample], parts))
     quantiles = await _offset_quantiles(ctx, table, key, rows, parts)
     return ranges_from(pick_boundaries([as_key(k) for k in quantiles], len(quantiles) + 1, exact=True))
 
 
-async def _rowid_sample(ctx: CheckContext, table: str, key: str, rows: int, size: int) -> list[Any] | None:
-    """Keys at evenly spaced rowids (SQLite only); None when the source cannot answer that way."""
-    if not ctx.source.url.startswith("sqlite"):
-        return None
-    qt, qk = column(table), column(key)
-    try:
-        low = await ctx.source.scalar(f"SELECT MIN(rowid) FROM {qt}", log=ctx.source_log)
-        high = await ctx.source.scalar(f"SELECT MAX(rowid) FROM {qt}", log=ctx.source_log)
-        if low is None or high is None:
-            return None
-        step = max(1, (high - low + 1) // size)
-        ids = list(range(low, high + 1, step))[: size + 1]
-        found: list[Any] = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            async for batch in ctx.source.rows(
-                f"SELECT {qk} FROM {qt} WHERE rowid IN ({marks}) AND {qk} IS NOT NULL", chunk, log=ctx.source_log
-            ):
-                found.extend(r[0] for r in batch)
-    except SourceError:
-        return None  # a WITHOUT ROWID table or a view: use the portable way
-    return found if len(found) >= min(rows, size) // 2 else None
-
-
 async def _offset_quantiles(ctx: CheckContext, table: str, key: str, rows: int, parts: int) -> list[Any]:
-    """The exact key at every 1/parts of the sorted keys (one `OFFSET` query per boundary)."""
-    qt, qk = column(table), column(key)
+    """The exact key at every 1/parts of the sorted keys (one skip-and-take query per boundary)."""
     found: list[Any] = []
     for i in range(1, parts):
-        value = await ctx.source.scalar(
-            f"SELECT {qk} FROM {qt} WHERE {qk} IS NOT NULL ORDER BY {qk} LIMIT 1 OFFSET ?",
-            (i * rows // parts,),
-            log=ctx.source_log,
-        )
-        if value is not None:
-            found.append(value)
+        async for batch in source_queries(ctx).keys(
+            table, key, [Condition(key, "not_null")], log=ctx.source_log, limit=1, offset=i * rows // parts
+        ):
+            found.extend(k for k in batch if k is not None)
     return found
 
 
 async def ensure_columns(ctx: CheckContext, table: str, columns: Sequence[str]) -> None:
-    """Fails with the source's own error unless every column exists in `table`.
+    """Fails with a SourceError naming the table or column unless every column exists in `table`.
 
     SQLite reads an unknown double-quoted name as a string literal, so a misspelt column in the
-    config would silently compare as a constant; a table-qualified reference cannot fall back
-    that way, and one `WHERE 1 = 0` query proves them all.
+    config would silently compare as a constant; the source checks the names against the table
+    (SQLite: its table_info; OData: the service answers a `$select` of them).
     """
-    if not columns:
-        return
-    qt = column(table)
-    names = ", ".join(f"{qt}.{column(c)}" for c in dict.fromkeys(columns))
-    await ctx.source.scalar(f"SELECT {names} FROM {qt} WHERE 1 = 0", log=ctx.source_log)
+    if columns:
+        await source_queries(ctx).check_columns(table, list(dict.fromkeys(columns)), log=ctx.source_log)

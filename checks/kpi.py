@@ -1,7 +1,9 @@
 """kpi_parity: the business figures the owner signs off on (open pipeline by stage, its value) agree.
 
 Each configured measure (`count`, `sum`, `min`, `max` of a column) is computed on both sides,
-per group: the source with SQL (`GROUP BY`, an optional `source_where`), Dynamics with
+per group: the source with its `aggregate` intent (SQL `GROUP BY` on a SQL source, `$apply` or a
+streamed fold on an OData source; an optional `source_where` of plain comparisons joined by AND,
+which any source can apply; other SQL only on a SQL source), Dynamics with
 `$apply=filter(...)/groupby((...),aggregate(...))` (an optional `target_filter`), split by
 `createdon` when more than 50,000 records fall under it (checks/aggregates.py). Source group
 values are translated with the group's `map` (e.g. stage 'Qualify' -> stepname '1-Qualify')
@@ -21,10 +23,12 @@ from typing import Any, ClassVar, Mapping
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec
 from crmctl.connectors.errors import ConnectorError
+from crmctl.connectors.sql import SourceMeasure, SqlSource
 from crmctl.model import CheckResult
 from checks.aggregates import AGGREGATES, Measure, PartitionedAggregate, combine
 from checks.common import CheckProblem
-from checks.keys import attribute, column, ensure_columns, fold
+from checks.conditions import parse_where
+from checks.keys import attribute, column, ensure_columns, fold, source_queries
 
 NONE = "(none)"
 ALL = "all"
@@ -201,25 +205,30 @@ async def _source_figures(
     ctx: CheckContext, measures: list[KpiMeasure], grouping: Grouping | None
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     entity = ctx.entity
-    select = []
-    for m in measures:
-        select.append("COUNT(*)" if m.agg == "count" else f"{m.agg.upper()}({column(str(m.source))})")
-    where = ctx.check.params.get("source_where")
-    sql = f"SELECT {column(grouping.source) + ', ' if grouping else ''}{', '.join(select)} FROM {column(entity.source.table)}"
-    if where:
-        sql += f" WHERE {where}"
-    if grouping:
-        sql += f" GROUP BY {column(grouping.source)}"
+    queries = source_queries(ctx)
+    figures_of = [SourceMeasure(m.name, m.agg, m.source if m.agg != "count" else None) for m in measures]
+    group_by = [grouping.source] if grouping else []
+    where_text = ctx.check.params.get("source_where")
+    where = parse_where(str(where_text)) if where_text else []
+    if where is None:
+        if not isinstance(queries, SqlSource):
+            raise CheckProblem(
+                f"Check {ctx.check.id}: source_where {where_text!r} is SQL the source cannot run; on an OData "
+                "source write it as plain comparisons joined by AND (e.g. status = 'open' AND value > 0)."
+            )
+        rows = await queries.aggregate(entity.source.table, figures_of, group_by, log=ctx.source_log,
+                                       sql_where=str(where_text))
+    else:
+        rows = await queries.aggregate(entity.source.table, figures_of, group_by, where, log=ctx.source_log)
     found: dict[str, tuple[str, dict[str, Any]]] = {}
-    async for rows in ctx.source.rows(sql, log=ctx.source_log):
-        for row in rows:
-            raw = row[0] if grouping else None
-            label = _label(grouping.mapping.get(str(raw), raw) if raw is not None else raw) if grouping else ALL
-            figures = dict(zip((m.name for m in measures), row[1:] if grouping else row))
-            folded = fold(label)
-            if folded in found:  # two source values mapped onto one Dynamics value: add them up
-                merged = {m.name: combine(m.agg, found[folded][1].get(m.name), figures.get(m.name)) for m in measures}
-                found[folded] = (found[folded][0], merged)
-            else:
-                found[folded] = (label, figures)
+    for row in rows:
+        raw = row.get(grouping.source) if grouping else None
+        label = _label(grouping.mapping.get(str(raw), raw) if raw is not None else raw) if grouping else ALL
+        figures = {m.name: row.get(m.name) for m in measures}
+        folded = fold(label)
+        if folded in found:  # two source values mapped onto one Dynamics value: add them up
+            merged = {m.name: combine(m.agg, found[folded][1].get(m.name), figures.get(m.name)) for m in measures}
+            found[folded] = (found[folded][0], merged)
+        else:
+            found[folded] = (label, figures)
     return found

@@ -49,6 +49,7 @@ class ApiLatency:
     spec: ClassVar[CheckKindSpec] = CheckKindSpec(
         needs_entity=False,
         params={"slo": str, "samples": int, "concurrency": int, "max_errors": int},
+        references={"slo": "slos"},
         description="A key Web API query sampled N times: p50/p95/p99 (nearest rank) vs the SLO's p95_ms.",
     )
 

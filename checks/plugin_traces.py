@@ -50,7 +50,7 @@ class PluginTraces:
         except (StoreError, OSError) as exc:
             return ctx.error(f"Cannot open the journal to copy plug-in traces into: {exc}")
         try:
-            archive = TraceArchive(store, current_actor())
+            archive = TraceArchive(store, ctx.actor or current_actor())
             await archive.load()
             watermark = archive.watermark
             filter_ = "exceptiondetails ne null"

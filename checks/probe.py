@@ -32,6 +32,7 @@ class HttpProbe:
     spec: ClassVar[CheckKindSpec] = CheckKindSpec(
         needs_entity=False,
         params={"integration": str, "samples": int, "concurrency": int},
+        references={"integration": "integrations"},
         description="An integration's HTTP health endpoint: status, body text, p50/p95 latency vs slo.p95_ms.",
     )
 

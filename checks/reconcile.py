@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec
@@ -31,7 +31,8 @@ from crmctl.exports import CsvExport, ExportedFile
 from crmctl.model import CheckResult
 from checks.common import CheckProblem, exports_dir, first_n, key_list, pct, plural, primary_id
 from checks.compare import Comparison, Sides, compare
-from checks.keys import attribute, column, ensure_columns, plan_ranges, source_count
+from crmctl.connectors.sql import Condition
+from checks.keys import attribute, ensure_columns, plan_ranges, source_queries, source_count
 from checks.merge import Window, without
 from checks.sampling import Sampler, compare_sample, parse_fields, parse_options
 
@@ -45,6 +46,8 @@ class KeyDiff:
     missing_export: CsvExport | None
     extra_export: CsvExport | None
     sampler: Sampler | None
+    progress: Callable[[int], None] | None = None
+    """Told how many source keys each window settled (the run's progress report)."""
     matched: int = 0
     missing: int = 0
     extra: int = 0
@@ -54,6 +57,8 @@ class KeyDiff:
     first_duplicates: dict[str, list[str]] = field(default_factory=lambda: {"source": [], "Dynamics": []})
 
     def window(self, w: Window) -> None:
+        if self.progress is not None:
+            self.progress(len(w.source_keys))
         if w.aligned:
             self.matched += len(w.source_folded)
             if self.sampler is not None:
@@ -135,6 +140,9 @@ class _Run:
         self.export = bool(params.get("export", True))
         self.exports: dict[str, CsvExport] = {}
         self.pid = ""
+        self.keyed = 0
+        self.settled = 0
+        """Source keys compared so far, over every range: the progress the control room shows."""
 
     async def run(self) -> CheckResult:
         ctx, entity = self.ctx, self.entity
@@ -143,11 +151,11 @@ class _Run:
         await ensure_columns(ctx, entity.source.table, [source_key, *(f.source for f in self.fields)])
         keyed, unkeyed_source = await asyncio.gather(
             source_count(ctx, entity.source.table, source_key),
-            ctx.source.scalar(
-                f"SELECT COUNT(*) FROM {column(entity.source.table)} WHERE {column(source_key)} IS NULL", log=ctx.source_log
-            ),
+            source_queries(ctx).count(entity.source.table, [Condition(source_key, "is_null")], log=ctx.source_log),
         )
         self.pid = await primary_id(ctx, entity)
+        self.keyed = keyed
+        ctx.report_progress(rows=0, pages=ctx.dynamics_log.requests, total=keyed)
         wanted = ctx.check.params.get("partitions")
         ranges = await plan_ranges(ctx, entity.source.table, source_key, keyed, int(wanted) if wanted else None)
         if self.export:
@@ -184,9 +192,17 @@ class _Run:
             self.exports.get("missing"),
             self.exports.get("extra"),
             Sampler(self.sample_size, f"{self.seed}:{index}") if self.sample_size else None,
+            self._advance,
         )
 
+    def _advance(self, rows: int) -> None:
+        """One merge window settled `rows` source keys: tell whoever watches (rows of the source's
+        keyed rows, and the Dynamics requests spent so far as pages)."""
+        self.settled += rows
+        self.ctx.report_progress(rows=self.settled, pages=self.ctx.dynamics_log.requests, total=self.keyed)
+
     def _restart(self) -> None:
+        self.settled = 0  # the external sort compares every key again, from the start
         for export in self.exports.values():
             export.discard()
 

@@ -19,7 +19,7 @@ from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec
 from crmctl.connectors.errors import AggregateLimitExceeded, ConnectorError
 from crmctl.model import CheckResult, Status, parse_iso
-from checks.sqlnames import quote_identifier
+from checks.keys import source_queries
 
 AGGREGATE_LIMIT = 50_000
 """Dataverse's aggregate input limit; partitions aim well below it."""
@@ -40,9 +40,12 @@ class RowCount:
 
     async def run(self, ctx: CheckContext) -> CheckResult:
         entity = ctx.entity
-        table = quote_identifier(entity.source.table)
         want_hint = bool(ctx.check.params.get("hint", True))
-        source_task = asyncio.create_task(ctx.source.scalar(f"SELECT COUNT(*) FROM {table}", log=ctx.source_log))
+        try:
+            queries = source_queries(ctx)
+        except ConnectorError as exc:
+            return ctx.error(f"Could not count {entity.name}: {exc}")
+        source_task = asyncio.create_task(queries.count(entity.source.table, log=ctx.source_log))
         counter = DataverseCounter(ctx, entity.target.entity_set)
         try:
             target, source = await asyncio.gather(counter.count(), source_task)

@@ -29,12 +29,16 @@ from crmctl.checking import CheckContext
 from crmctl.config import EntityConfig
 from checks.common import CheckProblem
 from checks.compare import gather_all
-from checks.keys import as_key, attribute, column, fold, odata_string
+from crmctl.connectors.sql import Condition, SqlSource
+from checks.keys import as_key, attribute, column, fold, odata_string, source_queries
 
 TYPES = ("string", "number", "datetime", "date", "code")
 LOOKUP_BATCH = 50
 """Keys per Dynamics request when fetching the sample (an `or` of equalities; URL stays small)."""
 SOURCE_BATCH = 500
+"""Sampled keys per source query on a SQL source (bound parameters of one `IN`)."""
+URL_BATCH = 50
+"""Sampled keys per source query on an OData source (an `or` of equalities in the URL, ~2.5 KB)."""
 
 
 @dataclass(frozen=True)
@@ -338,16 +342,18 @@ def _jsonable(value: Any) -> Any:
 async def _source_rows(
     ctx: CheckContext, entity: EntityConfig, keys: Sequence[str], fields: Sequence[FieldSpec]
 ) -> dict[str, tuple[Any, ...]]:
-    qk = column(entity.source.key)
-    cols = ", ".join(column(f.source) for f in fields)
+    key = entity.source.key
+    names = [key, *(f.source for f in fields if f.source != key)]
     found: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(keys), SOURCE_BATCH):
-        chunk = list(keys[start : start + SOURCE_BATCH])
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT {qk}, {cols} FROM {column(entity.source.table)} WHERE {qk} IN ({marks})"
-        async for rows in ctx.source.rows(sql, chunk, log=ctx.source_log):
+    queries = source_queries(ctx)
+    step = SOURCE_BATCH if isinstance(queries, SqlSource) else URL_BATCH
+    for start in range(0, len(keys), step):
+        chunk = list(keys[start : start + step])
+        async for rows in queries.records(
+            entity.source.table, names, key=key, where=[Condition(key, "in", chunk)], log=ctx.source_log
+        ):
             for row in rows:
-                found.setdefault(fold(as_key(row[0])), tuple(row[1:]))
+                found.setdefault(fold(as_key(row[key])), tuple(row[f.source] for f in fields))
     return found
 
 

@@ -17,7 +17,8 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 from crmctl.checking import CheckContext
-from checks.keys import column
+from crmctl.connectors.sql import Condition
+from checks.keys import source_queries
 
 _ISO = re.compile(
     r"^\d{4}-\d{2}-\d{2}(?P<sep>[T ])\d{2}:\d{2}(?P<sec>:\d{2})?(?P<frac>\.\d+)?(?P<tz>Z|[+-]\d{2}:?\d{2})?$"
@@ -26,10 +27,13 @@ _ISO = re.compile(
 
 @dataclass(frozen=True)
 class After:
-    """`column > instant` for one source column: SQL text and parameters, or a Python filter."""
+    """`column > instant` for one source column: source conditions, or a Python filter.
 
-    sql: str
-    params: tuple[Any, ...]
+    With `in_python`, `conditions` only exclude nulls and every row must be checked again with
+    `parse_time` (the callers always do).
+    """
+
+    conditions: tuple[Condition, ...]
     in_python: bool = False
 
 
@@ -57,15 +61,30 @@ def parse_time(value: Any, zone: Any = timezone.utc) -> datetime | None:
 
 
 async def after(ctx: CheckContext, table: str, modified: str, instant: datetime, zone: Any = timezone.utc) -> After:
-    """The condition "`modified` is later than `instant`" in the column's own layout."""
-    qc = column(modified)
-    sample = await ctx.source.scalar(
-        f"SELECT {qc} FROM {column(table)} WHERE {qc} IS NOT NULL LIMIT 1", log=ctx.source_log
-    )
+    """The condition "`modified` is later than `instant`" in the column's own layout.
+
+    A source with typed timestamps (OData's Edm.DateTimeOffset, `timestamps_typed`) compares
+    instants itself: it gets the instant. Elsewhere the layout comes from one sample value.
+    """
+    queries = source_queries(ctx)
+    sample: Any = None
+    async for rows in queries.records(table, [modified], key=modified, where=[Condition(modified, "not_null")],
+                                      log=ctx.source_log, limit=1):
+        sample = rows[0][modified] if rows else None
+    if getattr(queries, "timestamps_typed", False) and (sample is None or _typed_sample(sample)):
+        return After((Condition(modified, "gt", instant.astimezone(timezone.utc)),))
     literal = _literal(sample, instant, zone)
     if literal is None:
-        return After(f"{qc} IS NOT NULL", (), in_python=True)
-    return After(f"{qc} > ?", (literal,))
+        return After((Condition(modified, "not_null"),), in_python=True)
+    return After((Condition(modified, "gt", literal),))
+
+
+def _typed_sample(sample: Any) -> bool:
+    """True for a value an OData service sends for a DateTimeOffset (ISO text with an offset)."""
+    if isinstance(sample, datetime):
+        return True
+    match = _ISO.match(sample.strip()) if isinstance(sample, str) else None
+    return bool(match and match.group("sep") == "T" and match.group("tz"))
 
 
 def _literal(sample: Any, instant: datetime, zone: Any) -> Any:

@@ -1,9 +1,10 @@
-"""Key streams of one key range on each side: source rows by SQL, Dynamics rows by paged GETs.
+"""Key streams of one key range on each side: source rows by query intents, Dynamics rows by paged GETs.
 
 Both sides are asked for their keys in ascending order within `[low, high)`: the source with
-`ORDER BY key` (so it can walk its primary-key index), Dynamics with `$orderby=key asc` and a
-range `$filter` (served by the alternate-key index a migration key has). The merge verifies
-the orders agree; these functions only fetch.
+the `keys`/`records` intents (a SQL source sorts with `ORDER BY key`, walking its primary-key
+index, and sends text keys in `group_concat` chunks; an OData source with `$orderby`),
+Dynamics with `$orderby=key asc` and a range `$filter` (served by the alternate-key index a
+migration key has). The merge verifies the orders agree; these functions only fetch.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Sequence
 
 from crmctl.checking import CheckContext
-from crmctl.connectors.errors import MalformedResponse, SourceError
-from checks.keys import KeyRange, as_key, column
+from crmctl.connectors.errors import MalformedResponse
+from crmctl.connectors.sql import Condition
+from checks.keys import KeyRange, as_key, source_queries
 from checks.merge import Batch
 
 
@@ -22,89 +24,19 @@ async def source_batches(
     key: str,
     key_range: KeyRange,
     columns: Sequence[str] = (),
-    where: str = "",
-    params: Sequence[Any] = (),
+    where: Sequence[Condition] = (),
 ) -> AsyncIterator[Batch]:
     """Source keys in `key_range`, ascending, with the values of `columns` as payload tuples."""
-    if not columns and ctx.source.url.startswith("sqlite"):
-        chunks = _sqlite_key_chunks(ctx, table, key, key_range, where, params)
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
-            return
-        except _NotPlainText:
-            pass  # numeric keys or a key holding the separator: read rows one by one instead
-        else:
-            yield first
-            async for batch in chunks:
-                yield batch
-            return
-    qk = column(key)
-    condition, range_params = key_range.sql(qk)
-    selected = ", ".join([qk, *(column(c) for c in columns)])
-    sql = f"SELECT {selected} FROM {column(table)} WHERE {condition}"
-    if where:
-        sql += f" AND ({where})"
-    sql += f" ORDER BY {qk}"
+    conditions = [*key_range.conditions(key), *where]
     size = ctx.config.target.limits.page_size
-    async for rows in ctx.source.rows(sql, (*range_params, *params), log=ctx.source_log, batch=size):
-        keys = [as_key(r[0]) for r in rows]
-        yield Batch(keys, [tuple(r[1:]) for r in rows] if columns else None)
-
-
-SEPARATOR = "\x1e"
-"""ASCII record separator: joins a chunk of keys into one string (checked never to occur in them)."""
-
-
-class _NotPlainText(Exception):
-    """The first chunk showed keys that cannot travel joined as text."""
-
-
-async def _sqlite_key_chunks(
-    ctx: CheckContext, table: str, key: str, key_range: KeyRange, where: str, params: Sequence[Any]
-) -> AsyncIterator[Batch]:
-    """Keys in chunks of a page, each chunk one row: `group_concat` over a keyset-paged subquery.
-
-    On SQLite this reads a million keys in a few hundred index range scans and a few hundred
-    strings, instead of a million Python tuples: the source side of a merge then costs the
-    client almost nothing. Only text keys travel this way (the first chunk proves it; a chunk
-    whose count and split disagree would hold the separator and stops the stream with an
-    error rather than be misread).
-    """
-    qk = column(key)
-    condition, range_params = key_range.sql(qk)
-    if where:
-        condition += f" AND ({where})"
-    size = ctx.config.target.limits.page_size
-    last: str | None = None
-    first = True
-    while True:
-        after = f" AND {qk} > ?" if last is not None else ""
-        sql = (
-            f"SELECT COUNT(*), group_concat({qk}, char(30)), SUM(typeof({qk}) <> 'text') FROM ("
-            f"SELECT {qk} FROM {column(table)} WHERE {condition}{after} ORDER BY {qk} LIMIT ?)"
-        )
-        args = (*range_params, *params, *([last] if last is not None else []), size)
-        count, joined, non_text = await _row(ctx, sql, args)
-        if not count:
-            return
-        keys = joined.split(SEPARATOR) if joined is not None else []
-        if non_text or len(keys) != count:
-            if first:
-                raise _NotPlainText()
-            raise SourceError(f"A key of {table} changed type or holds the ASCII record separator mid-scan; "
-                              "crmctl cannot read it as plain text.")
-        first = False
-        yield Batch(keys)
-        if count < size:
-            return
-        last = keys[-1]
-
-
-async def _row(ctx: CheckContext, sql: str, args: Sequence[Any]) -> tuple[Any, ...]:
-    async for rows in ctx.source.rows(sql, tuple(args), log=ctx.source_log, batch=1):
-        return rows[0]
-    return (0, None, 0)
+    queries = source_queries(ctx)
+    if not columns:
+        async for keys in queries.keys(table, key, conditions, log=ctx.source_log, batch=size):
+            yield Batch(keys if not set(map(type, keys)) - {str} else [as_key(k) for k in keys])
+        return
+    names = [key, *(c for c in columns if c != key)]
+    async for rows in queries.records(table, names, key=key, where=conditions, log=ctx.source_log, batch=size):
+        yield Batch([as_key(r[key]) for r in rows], [tuple(r[c] for c in columns) for r in rows])
 
 
 async def target_batches(

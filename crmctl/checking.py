@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 
 from crmctl.clock import Clock
 from crmctl.connectors.querylog import QueryLog
-from crmctl.model import CheckResult, Status
+from crmctl.identity import Actor
+from crmctl.model import CheckResult, QueryRecord, Status
+from crmctl.safetext import safe_text, safe_value
 
 if TYPE_CHECKING:
     from crmctl.config import CheckConfig, CheckKindSpec, Config, EntityConfig
@@ -81,6 +83,9 @@ class CheckContext:
     source_log: QueryLog = field(init=False)
     progress: ProgressListener | None = None
     """Where `report_progress` goes (the engine sets it); None means nobody is watching."""
+    actor: Actor | None = None
+    """Who runs the checks (the engine's operator): entries a check journals itself (plug-in
+    trace copies) carry the session's operator, not the OS account of the process."""
     _progress: CheckProgress | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -136,15 +141,16 @@ class CheckContext:
         threshold: Mapping[str, Any] | None = None,
     ) -> CheckResult:
         """Builds the result, attaching every query both connectors recorded for this run."""
-        queries = tuple(self.source_log.records) + tuple(self.dynamics_log.records)
+        queries = tuple(_safe_query(q) for q in (*self.source_log.records, *self.dynamics_log.records))
+        # Outside text (record names, server messages) enters the model here: made safe once.
         return CheckResult(
             check_id=self.check.id,
             kind=self.check.kind,
             status=status,
             started=self.started,
             finished=self.clock.now(),
-            explanation=explanation,
-            values=dict(values or {}),
+            explanation=safe_text(explanation),
+            values=safe_value(dict(values or {})),
             threshold=dict(self.threshold() if threshold is None else threshold),
             requests=len(queries),
             queries=queries,
@@ -153,6 +159,13 @@ class CheckContext:
     def error(self, reason: str, values: Mapping[str, Any] | None = None) -> CheckResult:
         """An ERROR result: the check could not produce a trustworthy figure."""
         return self.finish(Status.ERROR, reason, values)
+
+
+def _safe_query(query: QueryRecord) -> QueryRecord:
+    """A query record whose URL and error text (server words, record keys) are safe to show."""
+    url = safe_text(query.url, limit=None, multiline=False)
+    error = safe_text(query.error) if query.error else query.error
+    return query if (url, error) == (query.url, query.error) else replace(query, url=url, error=error)
 
 
 def judge(deviation: float, warn: float | None, breach: float | None) -> Status:

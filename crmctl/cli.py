@@ -280,7 +280,10 @@ async def _run_tui(config, operator, read_only: bool, clock=None) -> int:
     from screens.app import CrmctlApp
 
     actor = current_actor(operator)
-    async with ControlRoom.open(config, REGISTRY, actor=actor, read_only=read_only, clock=clock) as room:
+    # The engine (and the demo's emulator) runs on a thread of its own: keys are answered while checks run.
+    async with ControlRoom.open(
+        config, REGISTRY, actor=actor, read_only=read_only, clock=clock, engine_thread=True
+    ) as room:
         app = CrmctlApp(room, auto_run=not read_only)
         await app.run_async()
     return EXIT_OK

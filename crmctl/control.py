@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
-from typing import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Sequence
 
-from crmctl.checking import CheckProgress
 from crmctl.clock import Clock, SystemClock
 from crmctl.config import Config
-from crmctl.engine import Engine
 from crmctl.identity import Actor
 from crmctl.model import CheckResult
 from crmctl.store import JournalEntry, Store
 from crmctl.views import RUNBOOK_KINDS, Snapshot, format_span
+
+if TYPE_CHECKING:
+    # Imported where used: the control room's first screen needs neither the engine nor the
+    # connectors the runtime pulls in, and every module spared shortens its start.
+    from crmctl.checking import CheckProgress
+    from crmctl.engine import Engine
+    from crmctl.runtime import EngineThread
 
 
 class ReadOnlyError(RuntimeError):
@@ -25,13 +30,19 @@ class ControlRoom:
 
     The store is the single source of truth: the screens render what `store.watch()` delivers,
     including the results this room's own engine writes, so every session sees the same thing.
+
+    The engine is either an `Engine` on the caller's loop (headless `crmctl check`, tests of the
+    core) or an `EngineThread` running it on a loop of its own (`crmctl tui`/`demo`, so checks
+    never hold up the screen). Both offer `run_once`, `run_forever`, `cancel` and `running`,
+    and both deliver progress to `_on_progress` on the room's own loop, so `progress` is only
+    ever changed there.
     """
 
     def __init__(
         self,
         config: Config,
         store: Store,
-        engine: Engine | None,
+        engine: Engine | EngineThread | None,
         *,
         actor: Actor,
         clock: Clock | None = None,
@@ -355,7 +366,7 @@ class ControlRoom:
         if self.read_only:
             raise ReadOnlyError("This session is read-only: runbook steps and decisions are taken in the operators' sessions.")
 
-    def _engine(self) -> Engine:
+    def _engine(self) -> Engine | EngineThread:
         if self.read_only:
             raise ReadOnlyError("This session is read-only; checks run in the operators' sessions.")
         if self.engine is None:
@@ -373,19 +384,31 @@ class ControlRoom:
         clock: Clock | None = None,
         read_only: bool = False,
         device_code_callback: Callable[[dict], None] | None = None,
+        engine_thread: bool = False,
     ) -> AsyncIterator[ControlRoom]:
-        """Opens the store and, unless read-only, the connectors and engine; closes all on exit."""
-        from crmctl.runtime import open_runtime
+        """Opens the store and, unless read-only, the connectors and engine; closes all on exit.
 
-        from crmctl.runtime import config_clock
+        `engine_thread` runs the engine, its connectors and the embedded emulator on a thread of
+        their own (`EngineThread`), as the control room does; headless callers leave it off.
+        """
+        from crmctl.runtime import EngineThread, config_clock, open_runtime
 
         clock = clock or config_clock(config)
         async with AsyncExitStack() as stack:
             store = await Store.open(config.state, clock=clock)
             stack.push_async_callback(store.close)
-            engine = None
+            engine: Engine | EngineThread | None = None
             emulator = None
-            if not read_only:
+            if not read_only and engine_thread:
+                engine = EngineThread(
+                    config, registry, actor=actor, clock=clock, device_code_callback=device_code_callback
+                )
+                await engine.start()
+                stack.push_async_callback(engine.close)
+                emulator = engine.emulator
+            elif not read_only:
+                from crmctl.engine import Engine
+
                 runtime = await stack.enter_async_context(
                     open_runtime(config, device_code_callback=device_code_callback)
                 )

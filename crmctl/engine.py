@@ -13,6 +13,7 @@ from crmctl.checking import CheckContext, CheckKind, ProgressListener
 from crmctl.clock import Clock, SystemClock
 from crmctl.config import CheckConfig, Config
 from crmctl.connectors.errors import ConnectorError
+from crmctl.connectors.limits import request_owner
 from crmctl.identity import Actor
 from crmctl.model import CheckResult, Status
 from crmctl.store import Store
@@ -124,9 +125,17 @@ class Engine:
         if kind is None:
             return ctx.error(f"No check kind named {check.kind!r} is installed.")
         ctx.progress = self.progress_listener
+        ctx.actor = self._actor
         ctx.report_progress(rows=0)
         # The run is its own task so that `cancel` can stop exactly this check, not the caller.
-        task = asyncio.ensure_future(kind().run(ctx))
+        # It is created with the check's id as `request_owner` (tasks copy the context when
+        # created, so every task the check starts inherits it): the target's limiter then admits
+        # checks fairly, and a check that asks one request after another is not starved.
+        owner = request_owner.set(check.id)
+        try:
+            task = asyncio.ensure_future(kind().run(ctx))
+        finally:
+            request_owner.reset(owner)
         self._running.setdefault(check.id, set()).add(task)
         try:
             return await asyncio.wait_for(task, timeout=budget)
@@ -147,6 +156,11 @@ class Engine:
             self._running[check.id].discard(task)
             self._cancelled.pop(task, None)
             ctx.end_progress()
+            release = getattr(self._targets.source, "release", None)
+            if release is not None and not self._running[check.id]:
+                # A cancelled or failed run may leave a source cursor (and a read lock on the
+                # legacy database) open in a suspended stream: it ends with the run.
+                await release(check.id)
 
     def _deadline(self) -> timedelta:
         limits = getattr(self._config.target, "limits", None)

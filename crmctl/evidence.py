@@ -49,6 +49,7 @@ from crmctl.evidence_model import PackMeta, build_document
 from crmctl.identity import Actor
 from crmctl.journal import verify_file
 from crmctl.model import iso
+from crmctl.safetext import safe_text
 from crmctl.scrubber import Scrubber
 from crmctl.store import Store
 
@@ -296,7 +297,7 @@ _NUMBER = re.compile(r"^[+-]?(\d[\d,]*)?(\.\d+)?(e[+-]?\d+)?%?$", re.IGNORECASE)
 
 def _csv_cell(value: Any) -> str:
     """Spreadsheets run cells that start with = + - @ as formulas: such text gets a leading '."""
-    text = "" if value is None else str(value)
+    text = "" if value is None else safe_text(str(value), limit=None)
     if text and text[0] in "=+-@\t\r" and not _NUMBER.match(text):
         return "'" + text
     return text

@@ -7,10 +7,17 @@ years. Everything is escaped with `html.escape`; the only markup is the one writ
 
 from __future__ import annotations
 
-from html import escape
+from html import escape as _html_escape
 
 from crmctl.evidence_doc import Block, Details, Document, Image, Para, Pre, Table
+from crmctl.safetext import safe_text
 from crmctl.views import STATUS_GLYPHS
+
+def escape(text: str) -> str:
+    """HTML-escaped text with every control character made visible: a browser ignores most of
+    them, but "view source" in a terminal and copy-paste do not."""
+    return _html_escape(safe_text(text, limit=None))
+
 
 CSP = "default-src 'none'; img-src 'self' data: file:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 

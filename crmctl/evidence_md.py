@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 
 from crmctl.evidence_doc import Block, Details, Document, Image, Para, Pre, Table
+from crmctl.safetext import safe_text
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>|~#!{}()])")
 
 
 def escape(text: str) -> str:
-    """Inline text with every Markdown / HTML metacharacter escaped."""
-    return _SPECIAL.sub(r"\\\1", text).replace("&", "&amp;")
+    """Inline text with every Markdown / HTML metacharacter escaped and every control character
+    made visible (the model's text was scrubbed already; this holds even if a path forgot)."""
+    return _SPECIAL.sub(r"\\\1", safe_text(text, limit=None)).replace("&", "&amp;")
 
 
 def _cell(text: str) -> str:
@@ -50,8 +52,9 @@ def _blocks(out: list[str], blocks: tuple[Block, ...] | list[Block], level: int)
             out.append(f"_{text}_" if block.style == "note" else f"**{text}**" if block.style == "warn" else text)
             out.append("")
         elif isinstance(block, Pre):
-            fence = _fence(block.text)
-            out.extend([fence + "text", block.text.rstrip("\n"), fence, ""])
+            text = safe_text(block.text, limit=None)  # shown raw inside the fence: no ESC may reach a terminal
+            fence = _fence(text)
+            out.extend([fence + "text", text.rstrip("\n"), fence, ""])
         elif isinstance(block, Table):
             if block.caption:
                 out.extend([f"*{escape(block.caption)}*", ""])

@@ -113,7 +113,8 @@ class CsvExport:
 
     def __init__(self, folder: Path, check_id: str, name: str, header: Sequence[str]) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # Keys of customer records: readable by the operator's account only, like the state file.
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.check_id = check_id
         self.name = name
         self.header = list(header)

@@ -23,11 +23,14 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from crmctl.clock import Clock, SystemClock
 from crmctl.model import CheckResult, iso, parse_iso, utc
+from crmctl.safetext import one_line
 
 if TYPE_CHECKING:
     from crmctl.identity import Actor
     from crmctl.journal import JournalEntry
 
+MAX_TITLE = 300
+"""Longest incident title kept: one line on the register (a title may quote a server message)."""
 RAISED = "incident.raised"
 ACKNOWLEDGED = "incident.acknowledged"
 MITIGATING = "incident.mitigating"
@@ -659,7 +662,7 @@ class IncidentDesk:
     ) -> Incident:
         """Opens an incident. With `check`, refused while another is active for that check."""
         sev = severity if isinstance(severity, Severity) else Severity.parse(severity)
-        payload: dict[str, Any] = {"title": " ".join(str(title).split()), "severity": sev.value, "source": source}
+        payload: dict[str, Any] = {"title": one_line(title, MAX_TITLE), "severity": sev.value, "source": source}
         for key, value in (("check", check), ("step", step), ("criterion", criterion), ("owner", owner), ("note", note)):
             if value:
                 payload[key] = value

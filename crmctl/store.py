@@ -261,6 +261,21 @@ async def _connect(database: str, *, uri: bool = False) -> aiosqlite.Connection:
     return await conn
 
 
+def _not_before(now: datetime, head_ts: Any) -> datetime:
+    """`now`, or the head entry's timestamp when the writer's clock is behind it.
+
+    An unreadable head timestamp (an altered file: `verify` reports it) does not block
+    appending; the writer's own clock is used then.
+    """
+    if not isinstance(head_ts, str):
+        return now
+    try:
+        head = parse_iso(head_ts)
+    except (TypeError, ValueError):
+        return now
+    return head if head > now else now
+
+
 def _busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (
         "locked" in str(exc) or "busy" in str(exc)
@@ -553,11 +568,17 @@ class Store:
                 await precondition(w)
             # Read the head only now, under the write lock: this is what serialises appenders.
             head = list(
-                await w.execute_fetchall("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
+                await w.execute_fetchall(
+                    "SELECT seq, hash, ts FROM journal ORDER BY seq DESC LIMIT 1"
+                )
             )
             seq, prev = (head[0][0], head[0][1]) if head else (0, GENESIS_HASH)
-            # The timestamp is taken under the lock too, so with one clock ts order = seq order.
-            ts_text = iso(self._clock.now())
+            # The timestamp is taken under the lock too, and never before the head's: processes
+            # on different clocks (a rehearsal clock, the wall clock, a skewed host) must not
+            # make journal time run backwards, since time travel finds "as of 02:14" by a
+            # binary search that needs ts order = seq order.
+            ts = _not_before(self._clock.now(), head[0][2] if head else None)
+            ts_text = iso(ts)
             ts = parse_iso(ts_text)
             rows, latest, entries = [], [], []
             for kind, text, data in prepared:

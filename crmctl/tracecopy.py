@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 from crmctl.connectors.errors import scrub
 from crmctl.identity import Actor
 from crmctl.model import parse_iso
+from crmctl.safetext import safe_value
 from crmctl.store import Store
 
 TRACE_KIND = "plugin.trace"
@@ -72,7 +73,8 @@ def trace_payload(row: Mapping[str, Any], *, check_id: str, redact: Callable[[st
     payload["messageblock"] = _clean(payload["messageblock"], redact)
     payload["exception_type"] = exception_type(payload["exceptiondetails"])
     payload["copied_by"] = check_id
-    return payload
+    # Every other column (typename, messagename…) is outside text too: controls made visible, bounded.
+    return safe_value(payload, limit=MAX_TEXT + 100)
 
 
 def has_exception(row: Mapping[str, Any]) -> bool:

@@ -15,6 +15,12 @@ from enum import StrEnum
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from crmctl.model import CheckResult, QueryRecord, Status, utc
+from crmctl.safetext import one_line, safe_text
+
+SHOWN_TEXT = 2000
+"""Longest explanation a view model carries: a screen wraps it, an 80x24 terminal shows less."""
+SHOWN_CELL = 300
+"""Longest single-line figure, title, key or query text a view model carries."""
 
 # --------------------------------------------------------------------------------------------
 # What the views need from the config and the journal (structural, so tests and the CLI can hand
@@ -239,8 +245,7 @@ def spec_threshold(check: CheckSpec) -> dict[str, Any]:
 
 def shorten(text: str, width: int) -> str:
     """`text` on one line, cut to `width` characters with an ellipsis."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
+    return one_line(text, width)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,19 +397,21 @@ def check_row(check: CheckSpec | None, result: CheckResult | None, now: datetime
         threshold = dict(result.threshold) or (spec_threshold(check) if check is not None else {})
         values_text = format_values(result.values)
     check_id = check.id if check is not None else result.check_id  # type: ignore[union-attr]
+    # Every text below may come from outside (server messages, record names, an old journal
+    # entry): made safe and bounded here, so no screen has to remember to.
     return CheckRow(
-        check_id=check_id,
-        title=(getattr(check, "title", None) or check_id) if check is not None else check_id,
-        kind=check.kind if check is not None else result.kind,  # type: ignore[union-attr]
+        check_id=check_id,  # an identifier (lookups, row keys): from the config, kept as it is
+        title=one_line((getattr(check, "title", None) or check_id) if check is not None else check_id, SHOWN_CELL),
+        kind=one_line(check.kind if check is not None else result.kind, SHOWN_CELL),  # type: ignore[union-attr]
         entity=(check.entity or "—") if check is not None else "—",
         status=status,
         reported=result.status if result is not None else Status.PENDING,
         stale=stale,
         status_label=status_label(status),
-        value_text=values_text,
-        threshold_text=format_threshold(threshold),
+        value_text=one_line(values_text, SHOWN_CELL),
+        threshold_text=one_line(format_threshold(threshold), SHOWN_CELL),
         age_text=format_age(result.finished if result is not None else None, now),
-        explanation=explanation,
+        explanation=safe_text(explanation, limit=SHOWN_TEXT),
         finished=utc(result.finished) if result is not None else None,
         every=every,
         requests=result.requests if result is not None else 0,
@@ -672,13 +679,13 @@ def query_row(query: QueryRecord, base: str = "") -> QueryRow:
     """A query record as text (the URL was already redacted when it was recorded)."""
     url = query.url[len(base):] if base and query.url.startswith(base) else query.url
     return QueryRow(
-        target=query.target,
-        method=query.method,
-        url=url,
+        target=one_line(query.target, SHOWN_CELL),
+        method=one_line(query.method, SHOWN_CELL),
+        url=one_line(url, SHOWN_TEXT),
         status_text="—" if query.status is None else str(query.status),
         duration_text=f"{query.duration_ms:,.0f} ms",
-        error=query.error or "",
-        full_url=query.url,
+        error=one_line(query.error or "", SHOWN_TEXT),
+        full_url=safe_text(query.url, limit=None, multiline=False),
     )
 
 
@@ -723,7 +730,7 @@ def build_detail(
         finished_text=f"{format_time(result.finished, now)} ({format_age(result.finished, now)})",
         duration_text=f"{result.duration_s:,.2f} s",
         values=tuple(
-            (k, format_number(v))
+            (one_line(k, SHOWN_CELL), one_line(format_number(v), SHOWN_CELL))
             for k, v in result.values.items()
             if not is_key_list(v) and k != "headline" and not (k.startswith("first_") and isinstance(v, Mapping))
         ),
@@ -733,7 +740,7 @@ def build_detail(
         key_lists=key_lists(result.values),
         requests=result.requests,
         history=tuple(
-            HistoryRow(format_time(h.finished, now), status_label(h.status), format_values(h.values))
+            HistoryRow(format_time(h.finished, now), status_label(h.status), one_line(format_values(h.values), SHOWN_CELL))
             for h in history
         ),
     )
@@ -797,7 +804,7 @@ def key_lists(values: Mapping[str, Any], *, shown: int = KEY_LIST_SHOWN) -> tupl
                 if is_key_list(keys) and keys:
                     figure = counts.get(side)
                     total = max(len(keys), figure if isinstance(figure, int) and not isinstance(figure, bool) else 0)
-                    out.append(KeyList(f"{name} ({side})", tuple(str(v) for v in keys[:shown]), total))
+                    out.append(KeyList(one_line(f"{name} ({side})", SHOWN_CELL), _keys(keys[:shown]), total))
             continue
         if not is_key_list(value) or not value:
             continue
@@ -809,8 +816,13 @@ def key_lists(values: Mapping[str, Any], *, shown: int = KEY_LIST_SHOWN) -> tupl
             if counter != name and isinstance(figure, int) and not isinstance(figure, bool):
                 total = max(total, figure)
                 break
-        out.append(KeyList(name, tuple(str(v) for v in value[:shown]), total))
+        out.append(KeyList(one_line(name, SHOWN_CELL), _keys(value[:shown]), total))
     return tuple(out)
+
+
+def _keys(keys: Sequence[Any]) -> tuple[str, ...]:
+    """Record keys as shown: one line each, bounded (a key is a record's name as often as its id)."""
+    return tuple(one_line(str(v), SHOWN_CELL) for v in keys)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,37 +3,31 @@
 The app never does I/O itself. It calls the core (`crmctl.control.ControlRoom`) from workers, and
 it learns of every new result, its own or another session's, only through the store's change
 feed: the journal is the single source of truth, so what one operator sees is what all see.
+In `crmctl tui`/`demo` the check engine runs on a thread of its own (`crmctl.runtime.EngineThread`):
+this app's event loop only reads the journal and draws, so keys are answered while checks run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.reactive import var
+from textual.screen import Screen
 from textual.theme import Theme
 from textual.worker import Worker, WorkerState
 
 from crmctl.timetravel import as_of_banner
 from crmctl.views import RUNBOOK_KINDS, Snapshot, status_label
-from screens.checks import ChecksScreen
 from screens.commands import ControlRoomCommands
-from screens.detail import CheckDetailScreen
-from screens.entity import EntityScreen
-from screens.evidence import EvidenceScreen
-from screens.help import HelpScreen, gather_keys
-from screens.hypercare import HypercareScreen
-from screens.incidents import IncidentsScreen
-from screens.integrations import IntegrationsScreen
 from screens.messages import ChecksFinished, HistoryLoaded, SnapshotUpdated
 from screens.overview import OverviewScreen
-from screens.rollback import RollbackScreen
-from screens.runbook import RunbookScreen
-from screens.timetravel import TimeTravelScreen
 
 if TYPE_CHECKING:
     from crmctl.checking import CheckProgress
@@ -71,6 +65,46 @@ rollback, integrations, incidents, hypercare and evidence; the bindings and the 
 from this table, so a new screen is one line here plus its entry in `CrmctlApp.MODES`."""
 
 
+class LazyScreen:
+    """A screen class named by module, imported when its mode is first shown (or warmed up).
+
+    Why: the first screen is the Overview; importing the seven other screens (and the core
+    modules behind them: runbook rules, decisions, hypercare, evidence) before it was drawn
+    cost about a fifth of the CPU crmctl spent until its first screen (`bench/tui.py`,
+    docs/benchmarks.md). Textual calls a mode's callable to build its screen.
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+    def load(self) -> type[Screen[Any]]:
+        """The screen class (importing its module the first time)."""
+        return getattr(importlib.import_module(self.module), self.name)  # type: ignore[no-any-return]
+
+    def __call__(self) -> Screen[Any]:
+        return self.load()()
+
+    def __repr__(self) -> str:
+        return f"LazyScreen({self.module}.{self.name})"
+
+
+class Modes(dict):  # type: ignore[type-arg]
+    """`CrmctlApp.MODES`: Textual copies the callables; reading an entry gives the screen class."""
+
+    def __getitem__(self, mode: str) -> Any:
+        value = super().__getitem__(mode)
+        return value.load() if isinstance(value, LazyScreen) else value
+
+
+LATER_MODULES = (
+    "screens.checks", "screens.detail", "screens.entity", "screens.runbook", "screens.rollback",
+    "screens.integrations", "screens.incidents", "screens.hypercare", "screens.evidence",
+    "screens.help", "screens.timetravel",
+)
+"""What the first screen does without; imported on a thread once it is drawn (`_warm_up`)."""
+
+
 SCREEN_KEYS = Binding.Group("Screens")
 """Screen keys share one footer entry ("1 2 Screens"), so 80 columns still show every action."""
 
@@ -101,16 +135,17 @@ class CrmctlApp(App[None]):
 
     TITLE = "crmctl"
     CSS_PATH = ["app.tcss"]
-    MODES: ClassVar[dict[str, type]] = {  # type: ignore[assignment]
-        "overview": OverviewScreen,
-        "checks": ChecksScreen,
-        "runbook": RunbookScreen,
-        "rollback": RollbackScreen,
-        "integrations": IntegrationsScreen,
-        "incidents": IncidentsScreen,
-        "hypercare": HypercareScreen,
-        "evidence": EvidenceScreen,
-    }
+    MODES: ClassVar[dict[str, Any]] = Modes(  # type: ignore[assignment]
+        overview=OverviewScreen,
+        checks=LazyScreen("screens.checks", "ChecksScreen"),
+        runbook=LazyScreen("screens.runbook", "RunbookScreen"),
+        rollback=LazyScreen("screens.rollback", "RollbackScreen"),
+        integrations=LazyScreen("screens.integrations", "IntegrationsScreen"),
+        incidents=LazyScreen("screens.incidents", "IncidentsScreen"),
+        hypercare=LazyScreen("screens.hypercare", "HypercareScreen"),
+        evidence=LazyScreen("screens.evidence", "EvidenceScreen"),
+    )
+    """The Overview is imported with the app; every other screen when first shown."""
     DEFAULT_MODE = "overview"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     """Below 120 columns panels stack; from 120 (160x48, 200x50 wall screens) they sit side by side."""
@@ -151,7 +186,7 @@ class CrmctlApp(App[None]):
         room: ControlRoom,
         *,
         auto_run: bool = True,
-        poll_interval: float = 0.25,
+        poll_interval: float = 0.1,
         clock_tick: float = 1.0,
         progress_interval: float = 0.5,
     ) -> None:
@@ -159,8 +194,11 @@ class CrmctlApp(App[None]):
 
         Args:
             room: The cutover's config, store, clock, actor and engine.
-            auto_run: Start the check scheduler on mount (not in read-only sessions).
-            poll_interval: Seconds between change-feed polls of the journal.
+            auto_run: Start the check scheduler once the first screen is drawn (not in read-only
+                sessions).
+            poll_interval: Seconds between change-feed polls of the journal. A poll is one
+                `PRAGMA data_version` (no table read), so 0.1 s costs next to nothing and leaves
+                most of the 1 s cross-session budget to a loaded machine's scheduler.
             clock_tick: Seconds between clock (and age) updates; tests pass a large value so
                 that `pilot.pause()` finds the app idle.
             progress_interval: Seconds between looks at the progress of running checks (memory
@@ -175,6 +213,8 @@ class CrmctlApp(App[None]):
         self._live: Snapshot = Snapshot()
         """The newest live snapshot, kept current by the feed even while `as_of` shows the past."""
         self._progress_seen = -1
+        self._started = False
+        """True once the first journal read is shown and the background work has been started."""
         self._travel_to: datetime | None = None
         """The moment a history load is under way for; a later request makes older loads void."""
         self._first_read: asyncio.Future[Snapshot] | None = None
@@ -199,9 +239,7 @@ class CrmctlApp(App[None]):
         self._clock = self.set_interval(self.clock_tick, self.tick, name="clock")
         self.set_interval(self.progress_interval, self.poll_progress, name="progress")
         self._follow_journal()
-        if self.auto_run and not self.room.read_only:
-            self._run_scheduler()
-            self._run_incident_services()
+        self.set_timer(5.0, self._after_first_screen, name="start-anyway")
 
     def tick(self) -> None:
         """Reads the clock; every age, countdown and STALE verdict on screen follows from it.
@@ -247,6 +285,27 @@ class CrmctlApp(App[None]):
             except Exception as exc:  # noqa: BLE001 - any feed failure: say so, then resume
                 self.notify(f"Journal feed interrupted ({exc}); resuming.", title="Journal", severity="warning")
                 await asyncio.sleep(max(1.0, 4 * self.poll_interval))
+
+    def _after_first_screen(self) -> None:
+        """Starts what the first screen does not need, once it is drawn: the check scheduler and
+        the incident services (in `crmctl demo` the first round of checks and the emulator
+        serving them would otherwise compete with the first paint), then the other screens'
+        imports. Also called by a timer a few seconds after mount, so a journal that cannot be
+        read yet does not keep the checks from running; whichever comes first starts them."""
+        if self._started:
+            return
+        self._started = True
+        if self.auto_run and not self.room.read_only:
+            self._run_scheduler()
+            self._run_incident_services()
+        self.set_timer(0.5, self._warm_up, name="warm-up")
+
+    def _warm_up(self) -> None:
+        """Imports the other screens on a thread, after the first screen is up, so the first
+        visit to each is quick. An import only defines classes: it touches no widget and no
+        state of the app (and Python's import locks make a key that needs one of them wait)."""
+        self.run_worker(partial(_import_all, LATER_MODULES), thread=True, group="warm-up", exit_on_error=False,
+                        description="Loading the other screens")
 
     @work(exclusive=True, group="scheduler", exit_on_error=False, description="Running checks at their cadence")
     async def _run_scheduler(self) -> None:
@@ -299,6 +358,8 @@ class CrmctlApp(App[None]):
         the timer ticks as usual.
         """
         self._live = message.snapshot
+        if not self._started:
+            self.call_after_refresh(self._after_first_screen)
         if self.as_of is None:
             with self.batch_update():
                 self.tick()
@@ -355,6 +416,8 @@ class CrmctlApp(App[None]):
         if self.as_of is not None or self._travel_to is not None:
             self.action_back_to_live()
             return
+        from screens.timetravel import TimeTravelScreen
+
         if isinstance(self.screen, TimeTravelScreen):
             return
         self.push_screen(TimeTravelScreen(), callback=self.travel_to)
@@ -394,12 +457,16 @@ class CrmctlApp(App[None]):
 
     def action_help(self) -> None:
         """Lists the keys of the current screen and the app."""
+        from screens.help import HelpScreen, gather_keys
+
         if isinstance(self.screen, HelpScreen):
             return
         self.push_screen(HelpScreen(gather_keys(self.screen)))
 
     async def action_show_entity(self, entity: str) -> None:
         """Opens the drill-down of one entity (from the command palette), over the checks screen."""
+        from screens.entity import EntityScreen
+
         if self.current_mode != "checks":
             await self.switch_mode("checks")
         await self.push_screen(EntityScreen(entity))
@@ -425,6 +492,8 @@ class CrmctlApp(App[None]):
         The mode switch is awaited first, so the detail lands on the checks screen's stack and
         escape returns there.
         """
+        from screens.detail import CheckDetailScreen
+
         if self.current_mode != "checks":
             await self.switch_mode("checks")
         await self.push_screen(CheckDetailScreen(check_id))
@@ -433,3 +502,9 @@ class CrmctlApp(App[None]):
         """Stops the scheduler and the feed first, so nothing touches the room once it closes."""
         self.workers.cancel_all()
         self.exit()
+
+
+def _import_all(modules: Sequence[str]) -> None:
+    """Imports `modules` (run on a worker thread by `CrmctlApp._warm_up`)."""
+    for module in modules:
+        importlib.import_module(module)

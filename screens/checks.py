@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from rich.style import Style
 from rich.text import Text
@@ -14,7 +14,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.reactive import var
-from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from crmctl.model import Status
@@ -31,10 +30,8 @@ from crmctl.views import (
 from screens.detail import CheckDetailScreen
 from screens.entity import EntityScreen
 from screens.widgets import ControlFooter, ControlHeader, status_markup, status_text
-from screens.widgets.live import WhenShown
+from screens.widgets.journal_view import JournalView, keyed_table
 
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("status", "Status"),
@@ -109,7 +106,7 @@ class ChecksTable(DataTable):
         return held[1]
 
 
-class ChecksScreen(Screen[None]):
+class ChecksScreen(JournalView):
     """Run and re-run checks, read values and ages, and drill into one check.
 
     The table is reconciled by check id on every snapshot and clock tick: rows are updated in
@@ -118,6 +115,7 @@ class ChecksScreen(Screen[None]):
     """
 
     CSS_PATH = "checks.tcss"
+    TABLE_ID = "checks-table"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("R", "rerun_check", "Re-run", key_display="R", id="checks.rerun", tooltip="Run the selected check once, now"),
         Binding("i", "raise_incident", "Incident", id="checks.incident",
@@ -141,41 +139,24 @@ class ChecksScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield ControlHeader("Checks")
         with Vertical(id="checks-body"):
-            table = ChecksTable(id="checks-table", cursor_type="row", zebra_stripes=True, classes="panel")
-            for key, label in COLUMNS:
-                table.add_column(label, key=key)
-            yield table
+            yield keyed_table(ChecksTable(id=self.TABLE_ID, cursor_type="row", zebra_stripes=True, classes="panel"), COLUMNS)
             yield Static(id="check-progress", classes="panel")
             yield Static(id="check-summary", classes="panel")
         yield ControlFooter()
 
     @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
-
-    @property
     def table(self) -> ChecksTable:
         """The checks table."""
-        return self.query_one("#checks-table", ChecksTable)
+        return self.query_one(f"#{self.TABLE_ID}", ChecksTable)
 
     @property
     def selected_check(self) -> str | None:
         """The check id under the cursor, if any."""
-        table = self.table
-        if not table.row_count:
-            return None
-        try:
-            key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        except Exception:  # noqa: BLE001 - cursor on a row being removed
-            return None
-        return cast(str, key.value)
+        return self.selected_key
 
     def on_mount(self) -> None:
         self.query_one("#check-summary").border_title = "Selected"
-        news = WhenShown(self, self.refresh_view)  # hidden (another mode): no redraw until shown
-        self.watch(self.crmctl, "snapshot", news, init=False)
-        self.watch(self.crmctl, "now", news, init=False)
+        self.follow(self.refresh_view)  # hidden (another mode): no redraw until shown
         self.watch(self.crmctl, "theme", self._rebuild, init=False)
         self.watch(self.crmctl, "progress", self._show_progress, init=False)
         self.refresh_view()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
@@ -16,16 +16,14 @@ from textual.widgets import DataTable, Static
 from crmctl.model import CheckResult
 from crmctl.views import CheckDetail, build_detail, updated_text
 from screens.widgets import ControlFooter, status_markup
-from screens.widgets.live import WhenShown
+from screens.widgets.room import InTheRoom
 
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
 
 HISTORY_LIMIT = 8
 """How many earlier results the detail lists."""
 
 
-class CheckDetailScreen(ModalScreen[None]):
+class CheckDetailScreen(InTheRoom, ModalScreen[None]):
     """Everything known about one check, live: it follows the journal while it is open."""
 
     CSS_PATH = "detail.tcss"
@@ -41,11 +39,6 @@ class CheckDetailScreen(ModalScreen[None]):
         self._history: tuple[CheckResult, ...] = ()
         self._history_for: Any = None
         self._queries_for: Any = None
-
-    @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail-box"):
@@ -70,9 +63,7 @@ class CheckDetailScreen(ModalScreen[None]):
         self.query_one("#detail-thresholds").border_title = "Thresholds"
         self.query_one("#detail-history").border_title = "Earlier results"
         self.query_one("#detail-keys").border_title = "Keys behind the difference"
-        news = WhenShown(self, self.refresh_view)
-        self.watch(self.crmctl, "snapshot", news, init=False)
-        self.watch(self.crmctl, "now", news, init=False)
+        self.follow(self.refresh_view)
         self.refresh_view()
 
     def _check(self) -> Any:

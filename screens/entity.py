@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,16 +14,14 @@ from textual.widgets import Static
 from crmctl.model import Status
 from crmctl.views import STATUS_ORDER, CheckDetail, EntityView, build_entity, entities_of, shorten, updated_text
 from screens.widgets import ControlFooter, status_markup
-from screens.widgets.live import WhenShown
+from screens.widgets.room import InTheRoom
 
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
 
 QUERIES_SHOWN = 8
 """Queries listed per check here; the check's own detail (Checks, enter) lists them all."""
 
 
-class EntityScreen(ModalScreen[None]):
+class EntityScreen(InTheRoom, ModalScreen[None]):
     """One entity's side of the reconciliation, live, worst check first.
 
     The sections (one per check of the entity) are built once and redrawn in place, so the
@@ -44,20 +42,13 @@ class EntityScreen(ModalScreen[None]):
         super().__init__()
         self.entity = entity
 
-    @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
-
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="entity-box"):
             yield Static(id="entity-head")
         yield ControlFooter()
 
     def on_mount(self) -> None:
-        news = WhenShown(self, self.refresh_view)
-        self.watch(self.crmctl, "snapshot", news, init=False)
-        self.watch(self.crmctl, "now", news, init=False)
+        self.follow(self.refresh_view)
         self._build()
 
     def view(self) -> EntityView:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -16,12 +16,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from crmctl.views import format_time, shorten
-from screens.runbook import FormField, FormModal
+from screens.widgets.form import FormDialog, FormField
 from screens.screenshots import render_screens
 from screens.widgets import ControlFooter, ControlHeader
+from screens.widgets.room import InTheRoom
 
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
 
 SIGNOFF_COLUMNS: tuple[tuple[str, str], ...] = (
     ("when", "Signed"),
@@ -40,7 +39,7 @@ LESSON_COLUMNS: tuple[tuple[str, str], ...] = (
 STATEMENT_WIDTH = 60
 
 
-class EvidenceScreen(Screen[None]):
+class EvidenceScreen(InTheRoom, Screen[None]):
     """For the cutover lead and the auditor: who signed what, what was learned, and the pack.
 
     Everything shown is read from the journal through the control room in a worker (so a
@@ -81,11 +80,6 @@ class EvidenceScreen(Screen[None]):
             yield lessons
             yield Static(id="export-panel", classes="panel")
         yield ControlFooter()
-
-    @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
 
     def on_mount(self) -> None:
         self.query_one("#closure").border_title = "Closure"
@@ -193,19 +187,15 @@ class EvidenceScreen(Screen[None]):
 
     # ---------------------------------------------------------------------------- acting
 
-    def _live(self) -> bool:
-        app = self.crmctl
-        return not app.room.read_only and getattr(app, "as_of", None) is None
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Sign-offs and lessons are greyed out in a read-only session and in a historical view."""
-        if action in ("sign_off", "add_lesson") and not self._live():
+        if action in ("sign_off", "add_lesson") and not self.live:
             return None
         return True
 
     def action_sign_off(self) -> None:
         """Asks role, name, title and statement, then journals the sign-off through the room."""
-        if not self._live():
+        if not self.live:
             self.crmctl.notify("Sign-offs are recorded from a live operator session.", severity="warning")
             return
         room = self.crmctl.room
@@ -224,11 +214,11 @@ class EvidenceScreen(Screen[None]):
             record = await room.record_signoff(values["role"], values["statement"], name=values["name"], title=values["title"])
             return f"{record.role.capitalize()} sign-off by {record.name} recorded (entry #{record.seq})."
 
-        self.app.push_screen(FormModal("Sign off", about, fields, submit, id="signoff-form"), callback=self._acknowledged)
+        self.app.push_screen(FormDialog("Sign off", about, fields, submit, id="signoff-form"), callback=self._acknowledged)
 
     def action_add_lesson(self) -> None:
         """Asks for a lesson (and its action and owner), then journals it."""
-        if not self._live():
+        if not self.live:
             self.crmctl.notify("Lessons are recorded from a live operator session.", severity="warning")
             return
         room = self.crmctl.room
@@ -245,7 +235,7 @@ class EvidenceScreen(Screen[None]):
                                               action=values["action"], owner=values["owner"])
             return f"Lesson recorded (entry #{lesson.seq})."
 
-        self.app.push_screen(FormModal("Lesson learned", "Recorded in the journal and in every evidence pack.", fields,
+        self.app.push_screen(FormDialog("Lesson learned", "Recorded in the journal and in every evidence pack.", fields,
                                        submit, id="lesson-form"), callback=self._acknowledged)
 
     def _acknowledged(self, ack: str | None) -> None:

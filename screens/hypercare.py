@@ -8,7 +8,7 @@ the pack now go through the control room in workers; both show only once journal
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -16,11 +16,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.screen import Screen
 from textual.widgets import DataTable, Sparkline, Static
 
 from crmctl.hypercare import (
-    BaselineRefused,
     Drift,
     HypercareView,
     build_view,
@@ -28,12 +26,12 @@ from crmctl.hypercare import (
     format_tolerance,
 )
 from crmctl.views import format_number, format_time
-from screens.incidents import IncidentForm
 from screens.widgets import ControlFooter, ControlHeader
+from screens.widgets.form import text_dialog
+from screens.widgets.journal_view import JournalFeedView, keyed_table
 
 if TYPE_CHECKING:
     from crmctl.journal import JournalEntry
-    from screens.app import CrmctlApp
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("verdict", "Verdict"),
@@ -58,10 +56,13 @@ STATE_GLYPH = {"PASS": "✔", "FAIL": "✖", "ERROR": "⚠", "NO BASELINE": "⚠
 """Glyph and word: a checkpoint reads the same without colour."""
 
 
-class HypercareScreen(Screen[None]):
+class HypercareScreen(JournalFeedView):
     """Daily reconciliation against what was signed off, for hypercare and the wall screen."""
 
     CSS_PATH = "hypercare.tcss"
+    TABLE_ID = "hc-drift"
+    FEED_GROUP = "hypercare-feed"
+    FEED_DESCRIPTION = "Reading hypercare status"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("h", "run_hypercare", "Run now", id="hypercare.run", tooltip="Re-run the pack and journal today's status"),
         Binding("b", "freeze_baseline", "Baseline", id="hypercare.baseline",
@@ -73,12 +74,7 @@ class HypercareScreen(Screen[None]):
         super().__init__(*args, **kwargs)
         self.entries: list[JournalEntry] = []
         self.show_all = False
-        self.loaded = False
         self.running = False
-        self._seen = 0
-        self._as_of: Any = None
-        self._fetching = False
-        self._again = False
         self.view: HypercareView | None = None
 
     def compose(self) -> ComposeResult:
@@ -87,74 +83,33 @@ class HypercareScreen(Screen[None]):
             with Horizontal(id="hc-top"):
                 yield Static(id="hc-baseline", classes="panel")
                 yield Static(id="hc-checkpoints", classes="panel")
-            table = DataTable(id="hc-drift", cursor_type="row", zebra_stripes=True, classes="panel")
-            for key, label in COLUMNS:
-                table.add_column(label, key=key)
-            yield table
+            yield keyed_table(DataTable(id=self.TABLE_ID, cursor_type="row", zebra_stripes=True, classes="panel"), COLUMNS)
             with Vertical(id="hc-plot", classes="panel"):
                 yield Sparkline([], id="hc-spark", summary_function=max)
                 yield Static(id="hc-spark-caption")
         yield ControlFooter()
 
     @property
-    def crmctl(self) -> CrmctlApp:
-        return cast("CrmctlApp", self.app)
-
-    @property
-    def table(self) -> DataTable:
-        return self.query_one("#hc-drift", DataTable)
-
-    @property
     def selected_metric(self) -> str | None:
-        table = self.table
-        if not table.row_count:
-            return None
-        try:
-            key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        except Exception:  # noqa: BLE001
-            return None
-        return str(key.value)
+        return self.selected_key
 
     def on_mount(self) -> None:
         self.query_one("#hc-baseline").border_title = "Go-live baseline"
         self.query_one("#hc-checkpoints").border_title = "Checkpoints"
         self.query_one("#hc-plot").border_title = "Drift over time"
-        self.watch(self.crmctl, "snapshot", self._journal_moved, init=False)
-        self.watch(self.crmctl, "now", self.refresh_view, init=False)
-        self.refresh_view()
-        self.fetch()
+        self.follow_feed()
 
     # ----------------------------------------------------------------------------------------
     # data
 
-    def _journal_moved(self) -> None:
-        self.fetch()
+    async def read_feed(self, after_seq: int, until: Any) -> list[JournalEntry]:
+        return await self.crmctl.room.hypercare_entries(after_seq, until=until)
 
-    def fetch(self) -> None:
-        if self._fetching:
-            self._again = True
-            return
-        self._fetching = True
-        self._fetch()
+    def restart_feed(self) -> None:
+        self.entries = []
 
-    @work(group="hypercare-feed", exit_on_error=False, description="Reading hypercare status")
-    async def _fetch(self) -> None:
-        try:
-            while True:
-                self._again = False
-                as_of = getattr(self.crmctl.snapshot, "as_of", None)
-                if as_of != self._as_of:
-                    self.entries, self._seen, self._as_of = [], 0, as_of
-                new = await self.crmctl.room.hypercare_entries(self._seen, until=as_of)
-                if new:
-                    self.entries.extend(new)
-                    self._seen = new[-1].seq
-                self.loaded = True
-                self.refresh_view()
-                if not self._again:
-                    break
-        finally:
-            self._fetching = False
+    def absorb(self, entries: list[JournalEntry]) -> None:
+        self.entries.extend(entries)
 
     # ----------------------------------------------------------------------------------------
     # rendering
@@ -214,24 +169,8 @@ class HypercareScreen(Screen[None]):
 
     def _show_drift(self, view: HypercareView) -> None:
         table = self.table
-        selected = self.selected_metric
         rows = self.visible_drift(view)
-        wanted = [d.metric for d in rows]
-        for gone in [k for k in table.rows if k.value not in wanted]:
-            table.remove_row(gone)
-        for d in rows:
-            cells = _cells(d)
-            if d.metric in table.rows:
-                for (column, _), value in zip(COLUMNS, cells):
-                    if table.get_cell(d.metric, column) != value:
-                        table.update_cell(d.metric, column, value, update_width=True)
-            else:
-                table.add_row(*cells, key=d.metric)
-        if [r.key.value for r in table.ordered_rows] != wanted:
-            order = {k: n for n, k in enumerate(wanted)}
-            table.sort("metric", key=lambda cell: order.get(cell.plain, 0))
-        if selected in wanted and selected != self.selected_metric:
-            table.move_cursor(row=table.get_row_index(selected))
+        self.reconcile([(d.metric, _cells(d)) for d in rows], COLUMNS, order_by=("metric", str))
         failing = sum(1 for d in view.drift if not d.ok)
         shown = "all metrics" if self.show_all else "drifted metrics"
         table.border_title = f"Drift against the baseline · {shown} ({len(rows)})"
@@ -276,16 +215,13 @@ class HypercareScreen(Screen[None]):
         replace = self.view is not None and self.view.baseline is not None
 
         async def journal(reason: str, _: str | None) -> str:
-            try:
-                baseline = await room.freeze_baseline(reason=reason or "manual", replace=replace)
-            except BaselineRefused as exc:
-                raise ValueError(str(exc)) from None
+            baseline = await room.freeze_baseline(reason=reason or "manual", replace=replace)
             return f"Baseline frozen: {len(baseline.metrics)} metrics (entry {baseline.seq})"
 
         label = "Why replace the baseline everyone signed off on?" if replace else "Why now (sign-off, manual, …)?"
         self.app.push_screen(
-            IncidentForm("Replace the go-live baseline" if replace else "Freeze the go-live baseline", label, journal,
-                         required="A replacement needs a reason." if replace else ""),
+            text_dialog("Replace the go-live baseline" if replace else "Freeze the go-live baseline", label, journal,
+                        required="A replacement needs a reason." if replace else ""),
             self._acknowledged,
         )
 

@@ -9,7 +9,7 @@ shown only once committed (the feed then brings them to every session).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -17,8 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets import DataTable, Static
 
 from crmctl.incidents import (
     ACKNOWLEDGED,
@@ -32,6 +31,8 @@ from crmctl.incidents import (
 )
 from crmctl.views import format_age, format_time, shorten
 from screens.widgets import ControlFooter, ControlHeader
+from screens.widgets.form import text_dialog
+from screens.widgets.journal_view import JournalFeedView, keyed_table
 
 if TYPE_CHECKING:
     from crmctl.journal import JournalEntry
@@ -68,93 +69,13 @@ class IncidentsTable(DataTable):
     """The register; the screen's keys act on the incident under the cursor."""
 
 
-class IncidentForm(ModalScreen[str | None]):
-    """Asks for a title/note (and a severity), journals through the room, closes only on commit.
-
-    A refusal (another operator acknowledged first) is shown in the dialog with the text kept.
-    """
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss(None)", "Cancel", id="incident-form.cancel"),
-        Binding("ctrl+s", "submit", "Submit", id="incident-form.submit"),
-    ]
-
-    def __init__(
-        self,
-        title: str,
-        label: str,
-        submit: Callable[[str, str | None], Awaitable[str]],
-        *,
-        required: str = "",
-        severity: bool = False,
-    ) -> None:
-        super().__init__()
-        self.form_title = title
-        self.label = label
-        self.submit = submit
-        self.required = required
-        self.with_severity = severity
-        self.busy = False
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll(id="incident-form"):
-            yield Static(Content.from_markup("[b]$label[/]", label=self.label))
-            yield Input(id="incident-form-text")
-            if self.with_severity:
-                yield Static(Content.from_markup("[b]Severity[/] (when unsure, UNKNOWN: it escalates like SEV1)"))
-                yield Select(SEVERITY_OPTIONS, value="unknown", allow_blank=False, id="incident-form-severity")
-            yield Static("", id="incident-form-error")
-        yield ControlFooter()
-
-    def on_mount(self) -> None:
-        box = self.query_one("#incident-form")
-        box.border_title = self.form_title
-        box.border_subtitle = "enter journals · esc cancels"
-        text = self.query_one("#incident-form-text", Input)
-        text.cursor_blink = not self.app.is_headless
-        text.focus()
-
-    @on(Input.Submitted)
-    def _entered(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.action_submit()
-
-    def action_submit(self) -> None:
-        if self.busy:
-            return
-        text = self.query_one("#incident-form-text", Input).value.strip()
-        if self.required and not text:
-            self.show_error(self.required)
-            return
-        severity = None
-        if self.with_severity:
-            severity = str(self.query_one("#incident-form-severity", Select).value)
-        self.busy = True
-        self.run_worker(self._submit(text, severity), group="incident-form", exclusive=True, exit_on_error=False)
-
-    async def _submit(self, text: str, severity: str | None) -> None:
-        from crmctl.control import ReadOnlyError
-
-        try:
-            ack = await self.submit(text, severity)
-        except (IncidentRefused, ReadOnlyError, ValueError) as exc:
-            self.show_error(f"Refused: {exc}")
-            return
-        except Exception as exc:  # noqa: BLE001 - a store failure: say so, keep the text
-            self.show_error(f"Not journalled ({type(exc).__name__}): {exc}")
-            return
-        finally:
-            self.busy = False
-        self.dismiss(ack)
-
-    def show_error(self, text: str) -> None:
-        self.query_one("#incident-form-error", Static).update(Content.from_markup("[b $text-error]$t[/]", t=text))
-
-
-class IncidentsScreen(Screen[None]):
+class IncidentsScreen(JournalFeedView):
     """Triage: who owns what, what escalates when, what happened, and whether Teams heard of it."""
 
     CSS_PATH = "incidents.tcss"
+    TABLE_ID = "incidents-table"
+    FEED_GROUP = "incidents-feed"
+    FEED_DESCRIPTION = "Reading incidents"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "act('ack')", "Ack", id="incidents.ack", tooltip="Acknowledge: take ownership, stop the timer"),
         Binding("m", "act('mitigate')", "Mitigating", id="incidents.mitigate", tooltip="Mark as being mitigated"),
@@ -172,86 +93,43 @@ class IncidentsScreen(Screen[None]):
         self.deliveries: list[JournalEntry] = []
         """Notification outcomes, oldest first (bounded)."""
         self.show_all = False
-        self._seen = 0
-        self._as_of: Any = None
-        self._fetching = False
-        self._again = False
-        self.loaded = False
 
     def compose(self) -> ComposeResult:
         yield ControlHeader("Incidents")
         with Vertical(id="incidents-body"):
-            table = IncidentsTable(id="incidents-table", cursor_type="row", zebra_stripes=True, classes="panel")
-            for key, label in COLUMNS:
-                table.add_column(label, key=key)
-            yield table
+            yield keyed_table(IncidentsTable(id=self.TABLE_ID, cursor_type="row", zebra_stripes=True, classes="panel"), COLUMNS)
             with VerticalScroll(id="incident-detail", classes="panel"):
                 yield Static(id="incident-lines")
         yield ControlFooter()
 
     @property
-    def crmctl(self) -> CrmctlApp:
-        return cast("CrmctlApp", self.app)
-
-    @property
-    def table(self) -> IncidentsTable:
-        return self.query_one("#incidents-table", IncidentsTable)
-
-    @property
     def selected(self) -> Incident | None:
-        table = self.table
-        if not table.row_count:
+        key = self.selected_key
+        if key is None:
             return None
-        try:
-            key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        except Exception:  # noqa: BLE001 - cursor on a row being removed
-            return None
-        number = int(str(key.value))
+        number = int(key)
         return self.register.get(number) if number in self.register else None
 
     def on_mount(self) -> None:
         self.query_one("#incident-detail").border_title = "Incident"
-        self.watch(self.crmctl, "snapshot", self._journal_moved, init=False)
-        self.watch(self.crmctl, "now", self.refresh_view, init=False)
-        self.refresh_view()
-        self.fetch()
+        self.follow_feed()
 
     # ----------------------------------------------------------------------------------------
     # data
 
-    def _journal_moved(self) -> None:
-        self.fetch()
+    async def read_feed(self, after_seq: int, until: Any) -> list[JournalEntry]:
+        return await self.crmctl.room.incident_entries(after_seq, until=until)
 
-    def fetch(self) -> None:
-        """Reads what the journal gained since the last look (coalesced: one read at a time)."""
-        if self._fetching:
-            self._again = True
-            return
-        self._fetching = True
-        self._fetch()
+    def restart_feed(self) -> None:
+        self.register, self.deliveries = Register(), []
 
-    @work(group="incidents-feed", exit_on_error=False, description="Reading incidents")
-    async def _fetch(self) -> None:
-        try:
-            while True:
-                self._again = False
-                as_of = getattr(self.crmctl.snapshot, "as_of", None)
-                if as_of != self._as_of:  # into or out of a historical view: fold again from scratch
-                    self.register, self.deliveries, self._seen, self._as_of = Register(), [], 0, as_of
-                entries = await self.crmctl.room.incident_entries(self._seen, until=as_of)
-                for entry in entries:
-                    if entry.kind.startswith("incident."):
-                        self.register.apply(entry)
-                    else:
-                        self.deliveries.append(entry)
-                    self._seen = max(self._seen, entry.seq)
-                self.deliveries = self.deliveries[-50:]
-                self.loaded = True
-                self.refresh_view()
-                if not self._again:
-                    break
-        finally:
-            self._fetching = False
+    def absorb(self, entries: list[JournalEntry]) -> None:
+        for entry in entries:
+            if entry.kind.startswith("incident."):
+                self.register.apply(entry)
+            else:
+                self.deliveries.append(entry)
+        self.deliveries = self.deliveries[-50:]
 
     # ----------------------------------------------------------------------------------------
     # rendering
@@ -265,25 +143,9 @@ class IncidentsScreen(Screen[None]):
         severities = app.room.config.incidents.severities
         rows = self.incidents()
         table = self.table
-        selected = self.selected
-        wanted = [str(i.number) for i in rows]
         with self.app.batch_update():
-            for gone in [k for k in table.rows if k.value not in wanted]:
-                table.remove_row(gone)
-            for incident in rows:
-                cells = self._cells(incident, severities)
-                key = str(incident.number)
-                if key in table.rows:
-                    for (column, _), value in zip(COLUMNS, cells):
-                        if table.get_cell(key, column) != value:
-                            table.update_cell(key, column, value, update_width=True)
-                else:
-                    table.add_row(*cells, key=key)
-            if [r.key.value for r in table.ordered_rows] != wanted:
-                order = {k: n for n, k in enumerate(wanted)}
-                table.sort("id", key=lambda cell: order.get(cell.plain.removeprefix("INC-"), 0))
-            if selected is not None and str(selected.number) in wanted and self.selected != selected:
-                table.move_cursor(row=table.get_row_index(str(selected.number)))
+            self.reconcile([(str(i.number), self._cells(i, severities)) for i in rows], COLUMNS,
+                           order_by=("id", lambda text: text.removeprefix("INC-")))
             active = len(self.register.active())
             total = len(self.register)
             table.border_title = f"Incidents · {active} active" + (f" of {total}" if self.show_all else "")
@@ -403,10 +265,10 @@ class IncidentsScreen(Screen[None]):
         if action in ("ack", "mitigate", "close"):
             self._act_now(journal)
         elif action == "resolve":
-            self.app.push_screen(IncidentForm(f"Resolve {incident.id}", "How was it resolved?", journal,
-                                              required="Say how it was resolved."), self._acknowledged)
+            self.app.push_screen(text_dialog(f"Resolve {incident.id}", "How was it resolved?", journal,
+                                             required="Say how it was resolved."), self._acknowledged)
         else:
-            self.app.push_screen(IncidentForm(f"Note on {incident.id}", "Note", journal, required="Type the note."),
+            self.app.push_screen(text_dialog(f"Note on {incident.id}", "Note", journal, required="Type the note."),
                                  self._acknowledged)
 
     def action_raise_incident(self) -> None:
@@ -416,8 +278,8 @@ class IncidentsScreen(Screen[None]):
             incident = await room.raise_incident(text, severity=severity)
             return f"{incident.id} raised ({incident.severity.value})"
 
-        self.app.push_screen(IncidentForm("Raise an incident", "What is wrong?", journal, required="Give it a title.",
-                                          severity=True), self._acknowledged)
+        self.app.push_screen(text_dialog("Raise an incident", "What is wrong?", journal, required="Give it a title.",
+                                         severity=SEVERITY_OPTIONS), self._acknowledged)
 
     def action_toggle_all(self) -> None:
         self.show_all = not self.show_all
@@ -477,4 +339,4 @@ def raise_from_check(app: CrmctlApp, check_id: str) -> None:
     app.run_worker(work(), group="incident-actions", exit_on_error=False, description="Raising an incident")
 
 
-__all__ = ["COLUMNS", "IncidentForm", "IncidentsScreen", "IncidentsTable", "raise_from_check"]
+__all__ = ["COLUMNS", "IncidentsScreen", "IncidentsTable", "raise_from_check"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Sequence, cast
+from typing import ClassVar, Sequence
 
 from textual import work
 from textual.app import ComposeResult
@@ -18,10 +18,8 @@ from crmctl.model import CheckResult, utc
 from crmctl.views import shorten
 from screens.detail import CheckDetailScreen
 from screens.widgets import ControlFooter, ControlHeader, status_markup
-from screens.widgets.live import WhenShown
+from screens.widgets.room import InTheRoom
 
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
 
 HISTORY_AS_OF_LIMIT = 500
 """Results per check read for the trends of a historical view (then cut at the moment shown)."""
@@ -101,7 +99,7 @@ class IntegrationPaneWidget(Vertical, can_focus=True):
         box.display = bool(pane.trends)
 
 
-class IntegrationsScreen(Screen[None]):
+class IntegrationsScreen(InTheRoom, Screen[None]):
     """Every integration the cutover depends on, from the journalled results of its checks.
 
     The panes are built once (one per configured integration, plus one for the SLO queries)
@@ -128,11 +126,6 @@ class IntegrationsScreen(Screen[None]):
         """Earlier results per check id, oldest first (the trends)."""
         self._history_for: dict[str, object] = {}
 
-    @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
-
     def compose(self) -> ComposeResult:
         yield ControlHeader("Integrations")
         with VerticalScroll(id="integrations-body"):
@@ -145,9 +138,7 @@ class IntegrationsScreen(Screen[None]):
         panes = self.panes()
         body.mount_all(IntegrationPaneWidget(p.id) for p in panes)
         self.query_one("#integrations-empty").display = not panes
-        news = WhenShown(self, self.refresh_view)  # hidden (another mode): no redraw until shown
-        self.watch(self.crmctl, "snapshot", news, init=False)
-        self.watch(self.crmctl, "now", news, init=False)
+        self.follow(self.refresh_view)  # hidden (another mode): no redraw until shown
         self.call_after_refresh(self.refresh_view)
 
     # ----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import BindingType
@@ -22,16 +22,14 @@ from crmctl.views import (
     format_time,
 )
 from screens.widgets import ControlFooter, ControlHeader, status_content, status_markup
-from screens.widgets.live import WhenShown
+from screens.widgets.room import InTheRoom
 
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
 
 VERDICT_VARIABLES = {Verdict.GO: "success", Verdict.HOLD: "warning", Verdict.ROLLBACK: "error"}
 """Theme colour of each verdict badge (always in reverse video, so it reads without colour)."""
 
 
-class OverviewScreen(Screen[None]):
+class OverviewScreen(InTheRoom, Screen[None]):
     """Where the cutover stands, for the lead and the wall screen.
 
     Every figure is re-projected from the app's journal snapshot and clock by
@@ -53,23 +51,16 @@ class OverviewScreen(Screen[None]):
                         yield Static("to the point\nof no return", id="ponr-caption")
                 yield Static(id="recommendation", classes="panel")
             with VerticalScroll(id="checks-panel", classes="panel"):
-                yield Static(id="status-counts")
+                yield UnitsLine(id="status-counts")
                 yield Static(id="red-list")
                 yield Static(id="board")
         yield ControlFooter()
-
-    @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
 
     def on_mount(self) -> None:
         self.query_one("#cutover").border_title = "Cutover"
         self.query_one("#recommendation").border_title = "Recommendation"
         self.query_one("#checks-panel").border_title = "Checks"
-        news = WhenShown(self, self.refresh_view)  # hidden (another mode): no redraw until shown
-        self.watch(self.crmctl, "snapshot", news, init=False)
-        self.watch(self.crmctl, "now", news, init=False)
+        self.follow(self.refresh_view)  # hidden (another mode): no redraw until shown
         self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -85,9 +76,13 @@ class OverviewScreen(Screen[None]):
         lines = [Content.from_markup("[b]Phase[/]       $phase", phase=view.phase)]
         for countdown in view.countdowns:
             lines.append(_countdown_line(countdown, view))
-        if view.forecast:
+        if view.forecast and view.forecast_warning:
+            # The forecast itself is the alarm (reverse video: it reads without colour too); the
+            # warning's sentence says the same at twice the length, which 80 columns would cut.
+            lines.append(Content.from_markup("[b]Forecast[/]    [b reverse $error] ⚠ $forecast [/]", forecast=view.forecast))
+        elif view.forecast:
             lines.append(Content.from_markup("[b]Forecast[/]    $forecast", forecast=view.forecast))
-        if view.forecast_warning:
+        elif view.forecast_warning:
             lines.append(Content.from_markup("[b reverse $error] ⚠ $warning [/]", warning=view.forecast_warning))
         self.query_one("#cutover-lines", Static).update(Content("\n").join(lines))
         panel = self.query_one("#cutover")
@@ -114,11 +109,9 @@ class OverviewScreen(Screen[None]):
         widget.border_subtitle = view.updated_text
 
     def _show_checks(self, view: OverviewView) -> None:
-        counts = Content("  ").join(
-            Content.from_markup(f"{status_markup(status)} [b]$n[/]", n=str(view.counts[status]))
-            for status in STATUS_ORDER
-        )
-        self.query_one("#status-counts", Static).update(counts)
+        self.query_one("#status-counts", UnitsLine).show([
+            Content.from_markup(f"{status_markup(status)} [b]$n[/]", n=str(view.counts[status])) for status in STATUS_ORDER
+        ])
         if view.red_items:
             lines = [Content.from_markup(f"[b]Red items ({len(view.red_items)})[/]")]
             for row in view.red_items:
@@ -165,6 +158,42 @@ class OverviewScreen(Screen[None]):
         self.query_one("#board", Static).update(Content("\n").join(lines))
 
 
+class UnitsLine(Static):
+    """A line of units (a status badge and its count) that wraps between units, never inside one,
+    and again whenever its width changes (a scrollbar appearing takes two columns)."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._units: list[Content] = []
+
+    def show(self, units: list[Content]) -> None:
+        self._units = units
+        self._wrap()
+
+    def on_resize(self) -> None:
+        self._wrap()
+
+    def _wrap(self) -> None:
+        # Before the first layout there is no width: estimate it from the terminal's (the
+        # panel's border and padding, and a scrollbar, take 6 columns).
+        self.update(wrap_units(self._units, self.content_size.width or self.app.size.width - 6))
+
+
+def wrap_units(units: list[Content], width: int, gap: str = "  ") -> Content:
+    """`units` on as few lines as `width` allows, never breaking one (a status badge and its
+    count stay together): at 80 columns the six status counts take two lines, not a cut one."""
+    lines: list[list[Content]] = [[]]
+    used = 0
+    for unit in units:
+        need = unit.cell_length + (len(gap) if lines[-1] else 0)
+        if lines[-1] and used + need > width:
+            lines.append([])
+            used, need = 0, unit.cell_length
+        lines[-1].append(unit)
+        used += need
+    return Content("\n").join(Content(gap).join(line) for line in lines)
+
+
 def _countdown_line(countdown: Countdown, view: OverviewView) -> Content:
     label = {"Point of no return": "No return", "Go-live": "Go-live"}.get(countdown.label, countdown.label)
     if countdown.at is None:
@@ -185,4 +214,4 @@ def _hms(delta: timedelta) -> str:
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
-__all__ = ["OverviewScreen"]
+__all__ = ["OverviewScreen", "wrap_units"]

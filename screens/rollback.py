@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from rich.style import Style
 from rich.text import Text
@@ -11,17 +11,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from crmctl.decision import CriterionRow, Outcome, RollbackView, build_rollback_view
 from crmctl.views import format_time, shorten
-from screens.runbook import FormField, FormModal, _colour
 from screens.widgets import ControlFooter, ControlHeader
-from screens.widgets.live import WhenShown
+from screens.widgets.status import theme_colour
+from screens.widgets.form import FormDialog, FormField
+from screens.widgets.journal_view import JournalView, keyed_table
 
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("criterion", "Criterion"),
@@ -40,11 +38,11 @@ OUTCOME_VARIABLES = {Outcome.GO: "success", Outcome.HOLD: "warning", Outcome.ROL
 
 def outcome_text(outcome: Outcome, variables: dict[str, str]) -> Text:
     """The outcome badge for a table cell: glyph and word always, colour as a bonus."""
-    style = Style(color=_colour(variables, OUTCOME_VARIABLES[outcome]), bold=True, reverse=outcome is not Outcome.GO)
+    style = Style(color=theme_colour(variables, OUTCOME_VARIABLES[outcome]), bold=True, reverse=outcome is not Outcome.GO)
     return Text(f" {outcome.label} ", style=style, end="")
 
 
-class RollbackScreen(Screen[None]):
+class RollbackScreen(JournalView):
     """For the decision authority: every criterion with its value, outcome and evidence; the point
     of no return and (once a rollback is decided) the rollback SLA; and `D` to record a decision.
 
@@ -53,6 +51,7 @@ class RollbackScreen(Screen[None]):
     """
 
     CSS_PATH = "rollback.tcss"
+    TABLE_ID = "matrix-table"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("D", "decide", "Decide", key_display="D", id="rollback.decide",
                 tooltip="Record a go / hold / rollback decision (authority and rationale)"),
@@ -63,37 +62,16 @@ class RollbackScreen(Screen[None]):
         yield ControlHeader("Rollback")
         with Vertical(id="rollback-body"):
             yield Static(id="rollback-summary", classes="panel")
-            table = DataTable(id="matrix-table", cursor_type="row", zebra_stripes=True, classes="panel")
-            for key, label in COLUMNS:
-                table.add_column(label, key=key)
-            yield table
+            yield keyed_table(DataTable(id=self.TABLE_ID, cursor_type="row", zebra_stripes=True, classes="panel"), COLUMNS)
             yield Static(id="rollback-detail", classes="panel")
         yield ControlFooter()
 
     @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
-
-    @property
-    def table(self) -> DataTable:
-        return self.query_one("#matrix-table", DataTable)
-
-    @property
     def selected(self) -> str | None:
-        table = self.table
-        if not table.row_count:
-            return None
-        try:
-            key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        except Exception:  # noqa: BLE001 - cursor on a row being removed
-            return None
-        return cast(str, key.value)
+        return self.selected_key
 
     def on_mount(self) -> None:
-        news = WhenShown(self, self.refresh_view)  # hidden (another mode, a dialog): redraw when shown
-        self.watch(self.crmctl, "snapshot", news, init=False)
-        self.watch(self.crmctl, "now", news, init=False)
+        self.follow(self.refresh_view)  # hidden (another mode, a dialog): redraw when shown
         self.refresh_view()
 
     def view(self) -> RollbackView:
@@ -105,18 +83,8 @@ class RollbackScreen(Screen[None]):
         self._view = view
         table = self.table
         variables = self.app.theme_variables
-        wanted = [row.criterion_id for row in view.matrix.rows]
         with self.app.batch_update():
-            for gone in [k for k in table.rows if k.value not in wanted]:
-                table.remove_row(gone)
-            for row in view.matrix.rows:
-                cells = self._cells(row, variables)
-                if row.criterion_id in table.rows:
-                    for (column, _), value in zip(COLUMNS, cells):
-                        if table.get_cell(row.criterion_id, column) != value:
-                            table.update_cell(row.criterion_id, column, value, update_width=True)
-                else:
-                    table.add_row(*cells, key=row.criterion_id)
+            self.reconcile([(row.criterion_id, self._cells(row, variables)) for row in view.matrix.rows], COLUMNS)
             table.border_title = f"Decision matrix ({len(view.matrix.rows)} criteria)"
             table.border_subtitle = f"run {view.run}"
             self._show_summary(view)
@@ -186,17 +154,15 @@ class RollbackScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Deciding is greyed out in a read-only session and in a historical view."""
-        if action == "decide":
-            app = self.crmctl
-            if app.room.read_only or getattr(app, "as_of", None) is not None:
-                return None
+        if action == "decide" and not self.live:
+            return None
         return True
 
     def action_decide(self) -> None:
         """Asks decision, authority and rationale (and an override reason after the point of no
         return), then journals it through the room; refusals stay in the dialog."""
         app = self.crmctl
-        if app.room.read_only or getattr(app, "as_of", None) is not None:
+        if not self.live:
             app.notify("Decisions are recorded from a live operator session.", severity="warning")
             return
         view = getattr(self, "_view", None) or self.view()
@@ -234,7 +200,7 @@ class RollbackScreen(Screen[None]):
                                       override_reason=values.get("override") or None)
             return decision_ack(entry)
 
-        self.app.push_screen(FormModal("Record a decision", about, fields, submit, id="decision-form"),
+        self.app.push_screen(FormDialog("Record a decision", about, fields, submit, id="decision-form"),
                              callback=self._acknowledged)
 
     def _acknowledged(self, ack: str | None) -> None:

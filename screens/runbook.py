@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Sequence, cast
+from typing import Any, ClassVar, Sequence
 
 from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.color import Color, ColorParseError
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets import DataTable, Static
 
 from crmctl.runbook import StepState
 from crmctl.timing import RunbookView, StepRow, build_runbook_view
 from crmctl.views import shorten
 from screens.widgets import ControlFooter, ControlHeader
-from screens.widgets.live import WhenShown
+from screens.widgets.status import theme_colour
+from screens.widgets.form import FormDialog, FormField
+from screens.widgets.journal_view import JournalView, keyed_table
 
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("status", "Status"),
@@ -52,139 +49,10 @@ STATE_VARIABLES = {
 """Theme colour of each step state, and whether it is drawn in reverse video (needs attention)."""
 
 
-def _colour(variables: dict[str, str], name: str) -> Any:
-    raw = variables.get(name)
-    if not raw:
-        return None
-    try:
-        return Color.parse(raw).rich_color
-    except ColorParseError:
-        return None
-
-
 def state_text(state: StepState, variables: dict[str, str]) -> Text:
     """The state badge for a table cell: glyph and word always, colour as a bonus."""
     name, alarm = STATE_VARIABLES[state]
-    return Text(f" {state.label} ", style=Style(color=_colour(variables, name), bold=True, reverse=alarm), end="")
-
-
-# --------------------------------------------------------------------------------------------
-# the form dialog shared by step actions, new runs and decisions
-
-
-@dataclass(frozen=True)
-class FormField:
-    """One field of a `FormModal`."""
-
-    name: str
-    label: str
-    options: Sequence[tuple[str, str]] = ()
-    """(label, value) choices: a Select; empty: a text Input."""
-    required: str = ""
-    """The message shown when the field is left empty ("" means optional)."""
-    placeholder: str = ""
-    value: str = ""
-
-
-Submit = Callable[[dict[str, str]], Awaitable[str]]
-"""Journals the form; returns the acknowledgement, raises Refused or ReadOnlyError to refuse."""
-
-
-class FormModal(ModalScreen[str | None]):
-    """Asks for a few values, then submits them through the control room (in a worker).
-
-    A refusal is shown inside the dialog with every typed value kept, so nothing is lost and
-    the operator fixes what the message names; the dialog closes only once the journal has
-    committed, dismissing with the acknowledgement.
-    """
-
-    CSS_PATH = "runbook.tcss"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss(None)", "Cancel", id="form.cancel"),
-        Binding("ctrl+s", "submit", "Submit", id="form.submit", tooltip="Journal it (enter in a text field too)"),
-    ]
-
-    def __init__(self, title: str, about: str, fields: Sequence[FormField], submit: Submit, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.form_title = title
-        self.about = about
-        self.fields = tuple(fields)
-        self.submit = submit
-        self.busy = False
-
-    def compose(self) -> ComposeResult:
-        with VerticalScroll(id="form-box"):
-            yield Static(Content(self.about), id="form-about")
-            for f in self.fields:
-                yield Static(Content.from_markup("[b]$label[/]", label=f.label), classes="form-label")
-                if f.options:
-                    yield Select(list(f.options), prompt=f.placeholder or "choose…", id=f"field-{f.name}",
-                                 value=f.value if f.value else Select.NULL)
-                else:
-                    yield Input(value=f.value, placeholder=f.placeholder, id=f"field-{f.name}")
-            yield Static("", id="form-error")
-        yield ControlFooter()
-
-    def on_mount(self) -> None:
-        box = self.query_one("#form-box")
-        box.border_title = self.form_title
-        box.border_subtitle = "enter or ctrl+s journals · esc cancels"
-        if self.app.is_headless:
-            for widget in self.query(Input):
-                widget.cursor_blink = False
-        first = next((f for f in self.fields if not f.value), self.fields[0] if self.fields else None)
-        if first is not None:
-            self.query_one(f"#field-{first.name}").focus()
-
-    def values(self) -> dict[str, str]:
-        """The current value of every field ("" when empty)."""
-        out: dict[str, str] = {}
-        for f in self.fields:
-            widget = self.query_one(f"#field-{f.name}")
-            if isinstance(widget, Select):
-                value = widget.value
-                out[f.name] = "" if value is Select.NULL or value is None else str(value)
-            else:
-                out[f.name] = cast(Input, widget).value.strip()
-        return out
-
-    @on(Input.Submitted)
-    def _entered(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.action_submit()
-
-    def action_submit(self) -> None:
-        """Checks the required fields, then journals through the room in a worker."""
-        if self.busy:
-            return
-        values = self.values()
-        for f in self.fields:
-            if f.required and not values[f.name]:
-                self.show_error(f.required)
-                self.query_one(f"#field-{f.name}").focus()
-                return
-        self.busy = True
-        self.run_worker(self._submit(values), group="form-submit", exclusive=True, exit_on_error=False)
-
-    async def _submit(self, values: dict[str, str]) -> None:
-        from crmctl.control import ReadOnlyError
-        from crmctl.runbook import Refused
-
-        try:
-            ack = await self.submit(values)
-        except (Refused, ReadOnlyError) as exc:
-            self.show_error(f"Refused: {exc}")
-            return
-        except Exception as exc:  # noqa: BLE001 - a store failure: say so, keep the values
-            self.show_error(f"Not journalled ({type(exc).__name__}): {exc}")
-            return
-        finally:
-            self.busy = False
-        self.dismiss(ack)
-
-    def show_error(self, text: str) -> None:
-        """Shows why the form was not journalled (the values stay as typed)."""
-        self.query_one("#form-error", Static).update(Content.from_markup("[b $text-error]$t[/]", t=text))
+    return Text(f" {state.label} ", style=Style(color=theme_colour(variables, name), bold=True, reverse=alarm), end="")
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +63,7 @@ class RunbookTable(DataTable):
     """The checklist; cursor keys move, the screen's keys act on the selected step."""
 
 
-class RunbookScreen(Screen[None]):
+class RunbookScreen(JournalView):
     """The checklist of the current run: state, owner, planned and actual time, drift and gate.
 
     Rows are reconciled by step id on every snapshot and clock tick, never cleared, so the
@@ -205,6 +73,7 @@ class RunbookScreen(Screen[None]):
     """
 
     CSS_PATH = "runbook.tcss"
+    TABLE_ID = "runbook-table"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "step('start')", "Start", id="runbook.start", tooltip="Start the selected step"),
         Binding("d", "step('done')", "Done", id="runbook.done", tooltip="Complete it (its gate must be OK)"),
@@ -223,40 +92,19 @@ class RunbookScreen(Screen[None]):
         yield ControlHeader("Runbook")
         with Vertical(id="runbook-body"):
             yield Static(id="runbook-summary", classes="panel")
-            table = RunbookTable(id="runbook-table", cursor_type="row", zebra_stripes=True, classes="panel")
-            for key, label in COLUMNS:
-                table.add_column(label, key=key)
-            yield table
+            yield keyed_table(RunbookTable(id=self.TABLE_ID, cursor_type="row", zebra_stripes=True, classes="panel"), COLUMNS)
             yield Static(id="step-detail", classes="panel")
         yield ControlFooter()
 
     @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
-
-    @property
-    def table(self) -> RunbookTable:
-        return self.query_one("#runbook-table", RunbookTable)
-
-    @property
     def selected_step(self) -> str | None:
         """The step id under the cursor, if any."""
-        table = self.table
-        if not table.row_count:
-            return None
-        try:
-            key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        except Exception:  # noqa: BLE001 - cursor on a row being removed
-            return None
-        return cast(str, key.value)
+        return self.selected_key
 
     def on_mount(self) -> None:
         self.query_one("#runbook-summary").border_title = "Run"
         self.query_one("#step-detail").border_title = "Step"
-        news = WhenShown(self, self.refresh_view)  # hidden (another mode, a dialog): redraw when shown
-        self.watch(self.crmctl, "snapshot", news, init=False)
-        self.watch(self.crmctl, "now", news, init=False)
+        self.follow(self.refresh_view)  # hidden (another mode, a dialog): redraw when shown
         self.refresh_view()
 
     # ---------------------------------------------------------------------------- rendering
@@ -268,29 +116,18 @@ class RunbookScreen(Screen[None]):
 
     def refresh_view(self) -> None:
         view = self.view()
-        table = self.table
         variables = self.app.theme_variables
-        wanted = [row.key for row in view.rows]
         with self.app.batch_update():
-            for gone in [k for k in table.rows if k.value not in wanted]:
-                table.remove_row(gone)
-            for row in view.rows:
-                cells = self._cells(row, variables)
-                if row.key in table.rows:
-                    for (column, _), value in zip(COLUMNS, cells):
-                        if table.get_cell(row.key, column) != value:
-                            table.update_cell(row.key, column, value, update_width=True)
-                else:
-                    table.add_row(*cells, key=row.key)
+            self.reconcile([(row.key, self._cells(row, variables)) for row in view.rows], COLUMNS)
             self._show_summary(view)
             self._show_detail({row.key: row for row in view.rows})
         self._rows = {row.key: row for row in view.rows}
 
     def _cells(self, row: StepRow, variables: dict[str, str]) -> tuple[Text, ...]:
-        muted = _colour(variables, "foreground-muted")
-        warn = _colour(variables, "warning")
+        muted = theme_colour(variables, "foreground-muted")
+        warn = theme_colour(variables, "warning")
         step = ("↩ " if row.runbook == "rollback" else "") + row.step_id
-        gate_style = Style() if row.gate_ok is None else Style(color=_colour(variables, "success" if row.gate_ok else "error"))
+        gate_style = Style() if row.gate_ok is None else Style(color=theme_colour(variables, "success" if row.gate_ok else "error"))
         return (
             state_text(row.state, variables),
             Text(step, style=Style(bold=row.critical, underline=row.critical)),
@@ -348,7 +185,7 @@ class RunbookScreen(Screen[None]):
         """Actions are greyed out in a read-only session and in a historical view."""
         if action in self.ACTIONS:
             app = self.crmctl
-            if app.room.read_only or getattr(app, "as_of", None) is not None:
+            if not self.live:
                 return None
             if action != "new_run" and self.selected_step is None:
                 return None
@@ -397,7 +234,7 @@ class RunbookScreen(Screen[None]):
             entry = await room.step_action(action, step_id, **kwargs)
             return acknowledgement(action, step_id, entry)
 
-        self.app.push_screen(FormModal(title.format(step=step_id), about, fields, submit), callback=self._acknowledged)
+        self.app.push_screen(FormDialog(title.format(step=step_id), about, fields, submit), callback=self._acknowledged)
 
     def _acknowledged(self, ack: str | None) -> None:
         if ack:
@@ -458,7 +295,7 @@ class RunbookScreen(Screen[None]):
             return f"Run {entry.payload['run']!r} started (entry #{entry.seq}); step actions now go to it."
 
         self.app.push_screen(
-            FormModal("Start a new run", "Each rehearsal (and production) is a named run with its own timings.",
+            FormDialog("Start a new run", "Each rehearsal (and production) is a named run with its own timings.",
                       [FormField("name", "Run name", required="A run needs a name.", placeholder="rehearsal-2")],
                       submit),
             callback=self._acknowledged,
@@ -473,4 +310,4 @@ def acknowledgement(action: str, step_id: str, entry: Any) -> str:
     return f"Step {step_id!r} {verb}{extra} in run {entry.payload.get('run')!r} (entry #{entry.seq})."
 
 
-__all__ = ["COLUMNS", "FormField", "FormModal", "RunbookScreen", "RunbookTable", "acknowledgement", "state_text"]
+__all__ = ["COLUMNS", "RunbookScreen", "RunbookTable", "acknowledgement", "state_text"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -16,12 +16,10 @@ from textual.widgets.option_list import Option
 
 from crmctl.timetravel import JournalMoment, journal_moments, parse_as_of
 from screens.widgets import ControlFooter
-
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
+from screens.widgets.room import InTheRoom
 
 
-class TimeTravelScreen(ModalScreen[datetime | None]):
+class TimeTravelScreen(InTheRoom, ModalScreen[datetime | None]):
     """Type a time ("02:14", UTC) or a journal seq ("#1234"), or pick a recent moment.
 
     Dismisses with the chosen moment, or None (escape). Reading the journal (the recent
@@ -38,11 +36,6 @@ class TimeTravelScreen(ModalScreen[datetime | None]):
     def __init__(self) -> None:
         super().__init__()
         self.moments: list[JournalMoment] = []
-
-    @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="tt-box"):

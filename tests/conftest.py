@@ -11,6 +11,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "data" / "demo" / "crmctl.yaml"
 
+pytest_plugins = ["tests.reliability.suite_audit"]
+"""Read-only audit of every emulator request and the canary-secret scan, at session end."""
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leaves the long `big` runs out of `make test` unless CRMCTL_BIG=1 (`make test-big`).

@@ -90,12 +90,14 @@ def _run(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]], *, ope
     async def main() -> int:
         from crmctl.control import ControlRoom
         from crmctl.identity import current_actor
+        from crmctl.runtime import config_clock
         from crmctl.store import Store
 
-        store = await Store.open(config.state)
+        clock = config_clock(config)  # the session clock (the rehearsal clock when configured), as the app's
+        store = await Store.open(config.state, clock=clock)
         try:
             actor = current_actor(getattr(args, "operator", None) if operator else None)
-            return await work(ControlRoom(config, store, None, actor=actor))
+            return await work(ControlRoom(config, store, None, actor=actor, clock=clock))
         finally:
             await store.close()
 

@@ -199,5 +199,5 @@ def _coerce(reader: Reader, node: Node, where: str, key: str, kind: Any) -> Any:
             return _plain(reader, node, where, key)
         plain = value if scalar else None
         return plain if isinstance(kind, type) and isinstance(plain, kind) else _NO_MATCH
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: float() of an int past float range
         return _NO_MATCH

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import sys
 import os
 import re
 from dataclasses import dataclass
@@ -303,7 +304,8 @@ def number(minimum: float | None = None, maximum: float | None = None, *, above:
         if not isinstance(node, Scalar) or isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
             return wrong(reader, node, where, conv)
         value = node.value
-        if not math.isfinite(value):
+        # An int past float range would raise OverflowError in isfinite: report it, never crash.
+        if (isinstance(value, int) and abs(value) > sys.float_info.max) or not math.isfinite(value):
             reader.report(node, f"{where}: {node.text} is not a finite number", f"expected {expect}")
             return FAILED
         if above is not None and not value > above:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from crmctl.config.reading import Reader, did_you_mean, join
+from crmctl.config.sections import REFERENCE_SECTIONS
 from crmctl.config.yamltree import Map, Node, Scalar, Seq
 
 
@@ -102,6 +103,7 @@ def cross_check(reader: Reader, root: Map) -> None:
             expression = _str_at(item, key)
             if expression is not None:
                 _check_expression(reader, join(item.where, key), expression)
+    _check_param_refs(reader, root, checks, check_ids)
     _check_auto_rules(reader, root.get("incidents"), check_ids)
     for steps, ids, where in ((runbook, step_ids, "runbook"), (back_steps, back_ids, "rollback.runbook")):
         for item in steps:
@@ -110,6 +112,37 @@ def cross_check(reader: Reader, root: Map) -> None:
             for child, node in _str_list_at(item, "after"):
                 _check_ref(reader, child, node, ids, "step", f"the id of a step in {where}:")
         _report_cycles(reader, steps, ids)
+
+
+_SINGULAR = {"entities": "entity", "integrations": "integration", "checks": "check", "slos": "SLO"}
+_ARTICLE = {"entities": "an", "integrations": "an", "checks": "a", "slos": "an"}
+
+
+def _check_param_refs(reader: Reader, root: Map, checks: list[_Item], check_ids: Mapping[str, Scalar]) -> None:
+    """Check parameters that name an entity, integration, check or SLO (declared by the kind's
+    `CheckKindSpec.references`) must name one that exists: a typo in `integration: erp-sink`
+    is reported at load time, not as an ERROR on cutover night."""
+    if reader.check_kinds is None:
+        return
+    known: dict[str, Mapping[str, Any]] = {"checks": check_ids}
+    for item in checks:
+        kind = _str_at(item, "kind")
+        spec = reader.check_kinds.get(kind.value) if kind is not None else None
+        if spec is None:
+            continue
+        for param, section in spec.references.items():
+            if section not in known:
+                key = REFERENCE_SECTIONS[section]
+                known[section] = {n.value: n for n in (_str_at(i, key) for i in _items(root.get(section), section))
+                                  if n is not None}
+            what = _SINGULAR[section]
+            expect = f"the {REFERENCE_SECTIONS[section]} of {_ARTICLE[section]} {what} defined under {section}:"
+            where = join(item.where, param)
+            ref = _str_at(item, param)
+            if ref is not None:
+                _check_ref(reader, where, ref, known[section], what, expect)
+            for child, node in _str_list_at(item, param):
+                _check_ref(reader, child, node, known[section], what, expect)
 
 
 def _check_auto_rules(reader: Reader, incidents: Node | None, check_ids: Mapping[str, Scalar]) -> None:

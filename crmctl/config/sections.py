@@ -36,9 +36,26 @@ class CheckKindSpec:
     config's folder), `Secret` (`${env:NAME}`), `list`/`tuple` and `dict`/`Mapping` work."""
     description: str = ""
     """One line for help texts and the docs."""
+    references: Mapping[str, str] = field(default_factory=_empty_mapping)
+    """Parameters that name something defined elsewhere in the config, and where: the section
+    (``entities``, ``integrations``, ``checks`` or ``slos``) whose ids the value (a name or a
+    list of names) must be among. The loader reports a dangling one at its FILE:LINE:COLUMN
+    with a did-you-mean, like every other dangling reference, instead of leaving it to fail on
+    cutover night."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        unknown = set(self.references) - set(self.params)
+        if unknown:
+            raise ValueError(f"references name parameters the kind does not declare: {', '.join(sorted(unknown))}")
+        sections = set(self.references.values()) - set(REFERENCE_SECTIONS)
+        if sections:
+            raise ValueError(f"references point at unknown sections: {', '.join(sorted(sections))}")
+        object.__setattr__(self, "references", MappingProxyType(dict(self.references)))
+
+
+REFERENCE_SECTIONS = {"entities": "name", "integrations": "id", "checks": "id", "slos": "id"}
+"""Sections a check parameter may refer to, and the key that names their items."""
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,8 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, bool):
         raise ValueError(f"{str(value).lower()} is not a duration")
     if isinstance(value, (int, float)):
+        if isinstance(value, int) and abs(value) > 10**15:  # past float range, or past any timedelta
+            raise ValueError("a number of seconds that large is not a duration")
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"{value} is not a non-negative number of seconds")
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Literal, Mapping, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from crmctl.connectors.errors import AuthError
+from crmctl.connectors.errors import AuthError, remember_secret
 
 AuthMethod = Literal["client_secret", "certificate", "device_code"]
 METHODS: tuple[str, ...] = ("client_secret", "certificate", "device_code")
@@ -63,6 +63,7 @@ class StaticTokenProvider:
 
     def __init__(self, token: str) -> None:
         self._token = token
+        remember_secret(token)
         self.invalidations = 0
 
     async def token(self) -> str:
@@ -203,6 +204,9 @@ class MsalTokenProvider:
         self.oidc = (host not in ENTRA_AUTHORITY_HOSTS) if oidc is None else oidc
         self._secret = secret_value
         self._certificate = dict(certificate) if certificate else None
+        # An identity provider's error may quote what it was sent: every error is scrubbed of them.
+        remember_secret(secret_value)
+        remember_secret(str((self._certificate or {}).get("passphrase") or ""))
         self._app_options = dict(app_options or {})
         self._app: Any = None
         self._cache: Any = None
@@ -384,6 +388,7 @@ class MsalTokenProvider:
         if not token:
             raise AuthError(None, str(result.get("error") or "no_token"), _describe(result) or "no access token")
         self._last_token = str(token)
+        remember_secret(self._last_token)
         return self._last_token
 
 

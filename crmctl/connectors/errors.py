@@ -9,6 +9,8 @@ credentials in URLs) and is collapsed to a single line.
 from __future__ import annotations
 
 import re
+import threading
+from urllib.parse import quote
 
 from crmctl.connectors.querylog import redact_url
 
@@ -28,13 +30,52 @@ _SECRET_ASSIGN = re.compile(
 )
 
 
+_KNOWN: dict[str, None] = {}
+"""Live secret values (bearer tokens sent, client secrets held), newest last, at most `_KNOWN_MAX`."""
+_KNOWN_MAX = 256
+_KNOWN_MIN_LEN = 8
+_KNOWN_LOCK = threading.Lock()
+
+
+def remember_secret(value: str | None) -> None:
+    """Adds a live secret value that `scrub` must remove wherever it appears.
+
+    Shapes catch a JWT or a credential after "Bearer", but an opaque token (the emulator's, many
+    identity providers') quoted bare in a server's error message has no shape: only its value
+    betrays it. The Dataverse client remembers every token it sends and the token providers the
+    secrets they hold, so every connector error is scrubbed of them. Values shorter than
+    `_KNOWN_MIN_LEN` are ignored (masking every "prod" would destroy messages, and they are not
+    credentials); the oldest are forgotten past `_KNOWN_MAX` (tokens rotate).
+    """
+    if not value or len(value) < _KNOWN_MIN_LEN:
+        return
+    with _KNOWN_LOCK:
+        _KNOWN.pop(value, None)
+        _KNOWN[value] = None
+        while len(_KNOWN) > _KNOWN_MAX:
+            del _KNOWN[next(iter(_KNOWN))]
+
+
+def _remove_known(text: str) -> str:
+    with _KNOWN_LOCK:
+        known = list(_KNOWN)
+    for value in known:
+        if value in text:
+            text = text.replace(value, "***")
+        encoded = quote(value, safe="")
+        if encoded != value and encoded in text:
+            text = text.replace(encoded, "***")
+    return text
+
+
 def scrub(text: str, *, limit: int = _MAX_DETAIL) -> str:
     """Returns `text` as one line with tokens, JWTs and URL credentials removed, cut to `limit`.
 
     Server messages are untrusted: a proxy may echo the request (Authorization header included),
     and an identity provider may quote a URL with a signature in it. Scrubbing here means no caller
-    has to remember to.
+    has to remember to. Known live secrets (`remember_secret`) go first, whatever their shape.
     """
+    text = _remove_known(text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
     text = _JWT.sub("***", text)
     text = _SECRET_ASSIGN.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
@@ -94,7 +135,7 @@ class DataverseError(ConnectorError):
         sentence: str | None = None,
     ) -> None:
         self.status = status
-        self.code = code or ""
+        self.code = _remove_known(code or "")  # shown and journalled: a hostile server chooses it
         self.message = scrub(message)
         self.what = what
         self.request_id = request_id

@@ -5,6 +5,15 @@ sliding 5-minute window and 52 concurrent requests, answered with 429 + Retry-Af
 crmctl runs many checks at once under one application user, so the limits must be enforced in
 one place for the whole target, not per check; and once the server says "back off", *every*
 caller has to wait, otherwise the next check's request extends the penalty for everybody.
+
+Admission is fair between checks, not first come, first served. A check that must ask one
+request after another (20 latency samples; a parent map, then the child merge) would otherwise
+queue behind every page of every range scan at each step, and a sweep would end with its
+longest chain rather than when the work is done. Each waiting request belongs to a caller (the
+check that sends it: `request_owner`, set by the engine per check run, or `slot(owner=...)`);
+a freed connection goes to the caller with the fewest requests in flight, ties to the one
+served longest ago, and within one caller first come, first served. A check with nothing in
+flight therefore never waits behind a check that already has a request on the wire.
 """
 
 from __future__ import annotations
@@ -13,10 +22,19 @@ import asyncio
 import time
 from collections import deque
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
 
 from crmctl.connectors.errors import BudgetExhausted, DeadlineExceeded
+
+request_owner: ContextVar[str | None] = ContextVar("crmctl_request_owner", default=None)
+"""Who the requests sent from this context belong to (a check id), for fair admission.
+
+The engine sets it around each check run's task, so every request the check sends, from any
+task it starts, is counted as that check's. Requests sent outside a check (probes, the CLI)
+belong to no one and share one turn.
+"""
 
 
 class MonotonicClock(Protocol):
@@ -53,6 +71,8 @@ class LimiterStats:
     max_in_flight: int
     in_window: int
     """Requests started within the current sliding window."""
+    waiting: int = 0
+    """Callers queued for a connection right now."""
 
 
 class TargetLimiter:
@@ -86,7 +106,16 @@ class TargetLimiter:
         self.window_s = window_s
         self.clock: MonotonicClock = clock or SystemMonotonic()
         self.name = name
-        self._sem = asyncio.Semaphore(concurrency)
+        self._free = concurrency
+        """Connections not held by anyone (and not yet handed to a waiter)."""
+        self._queues: dict[str | None, deque[asyncio.Future[None]]] = {}
+        """Waiters per owner, oldest first; an owner is present only while it has waiters."""
+        self._held: dict[str | None, int] = {}
+        """Connections held per owner (handed over, not yet released)."""
+        self._served_at: dict[str | None, float] = {}
+        """Per owner, the admission tick of its latest grant (or of joining the queue): ties go
+        to the least recent, so owners holding equally many connections take turns."""
+        self._tick = 0
         self._starts: deque[float] = deque()
         self._defer_until = float("-inf")
         self._requests = 0
@@ -99,25 +128,29 @@ class TargetLimiter:
     # -- public API -----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def slot(self, deadline: float | None = None) -> AsyncIterator[None]:
+    async def slot(self, deadline: float | None = None, *, owner: str | None = None) -> AsyncIterator[None]:
         """Holds one concurrency slot and one request of the budget for the body of the block.
+
+        `owner` names the caller for fair admission (default: `request_owner` of the current
+        context, i.e. the running check).
 
         Raises:
             DeadlineExceeded: the deadline has passed, or passed while waiting for a free slot.
             BudgetExhausted: the budget or a server back-off would keep us waiting past the
                 deadline; raised as soon as that is known, never after waiting in vain.
         """
+        who = owner if owner is not None else request_owner.get()
         t0 = self.clock.monotonic()
         try:
             self._refuse_if_hopeless(deadline, t0)
-            await self._acquire_concurrency(deadline)
+            await self._acquire_concurrency(deadline, who)
         except BaseException:
             self._waited += self.clock.monotonic() - t0
             raise
         try:
             await self._acquire_budget(deadline)
         except BaseException:
-            self._sem.release()
+            self._release(who)
             self._waited += self.clock.monotonic() - t0
             raise
         self._waited += self.clock.monotonic() - t0
@@ -127,7 +160,7 @@ class TargetLimiter:
             yield
         finally:
             self._in_flight -= 1
-            self._sem.release()
+            self._release(who)
 
     def defer_until(self, monotonic_ts: float) -> None:
         """After a 429: no request to this target starts before `monotonic_ts` (for every caller)."""
@@ -166,6 +199,7 @@ class TargetLimiter:
             in_flight=self._in_flight,
             max_in_flight=self._max_in_flight,
             in_window=len(self._starts),
+            waiting=sum(len(q) for q in self._queues.values()),
         )
 
     # -- internals ------------------------------------------------------------------------
@@ -210,22 +244,88 @@ class TargetLimiter:
             f"is spent for another {wait:.0f} s, which is past this check's deadline."
         )
 
-    async def _acquire_concurrency(self, deadline: float | None) -> None:
-        if deadline is None:
-            await self._sem.acquire()
+    async def _acquire_concurrency(self, deadline: float | None, owner: str | None) -> None:
+        if self._free > 0 and not self._queues:
+            self._grant(owner)
             return
-        remaining = deadline - self.clock.monotonic()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if owner not in self._served_at:
+            # A caller new to the rotation goes behind those waiting since before the latest
+            # grant, but ahead of the owner of that grant: it has just had its turn.
+            self._served_at[owner] = self._tick - 0.5
+        self._queues.setdefault(owner, deque()).append(waiter)
+        self._dispatch()  # a connection may be free (e.g. all waiters before us were cancelled)
         try:
+            if deadline is None:
+                await waiter
+                return
+            remaining = deadline - self.clock.monotonic()
             if remaining <= 0:
                 raise TimeoutError
             async with asyncio.timeout(remaining):
-                await self._sem.acquire()
-        except TimeoutError:
-            self._refused += 1
-            raise DeadlineExceeded(
-                f"The check's deadline passed while waiting for one of the {self.concurrency} "
-                f"connections to {self.name}."
-            ) from None
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release(owner)  # granted just as we gave up: hand it on
+            else:
+                waiter.cancel()
+                self._forget(owner, waiter)
+            if isinstance(exc, TimeoutError):
+                self._refused += 1
+                raise DeadlineExceeded(
+                    f"The check's deadline passed while waiting for one of the {self.concurrency} "
+                    f"connections to {self.name}."
+                ) from None
+            raise
+
+    def _grant(self, owner: str | None) -> None:
+        self._free -= 1
+        self._held[owner] = self._held.get(owner, 0) + 1
+        self._tick += 1
+        self._served_at[owner] = self._tick
+
+    def _release(self, owner: str | None) -> None:
+        held = self._held.get(owner, 0) - 1
+        if held > 0:
+            self._held[owner] = held
+        else:
+            self._held.pop(owner, None)
+            if owner not in self._queues:
+                self._served_at.pop(owner, None)  # forget finished callers: memory stays bounded
+        self._free += 1
+        self._dispatch()
+
+    def _forget(self, owner: str | None, waiter: asyncio.Future[None]) -> None:
+        queue = self._queues.get(owner)
+        if queue is None:
+            return
+        try:
+            queue.remove(waiter)
+        except ValueError:
+            pass
+        if not queue:
+            del self._queues[owner]
+            if owner not in self._held:
+                self._served_at.pop(owner, None)
+
+    def _next_owner(self) -> str | None:
+        """The waiting owner with the fewest connections held; ties: the one served longest ago."""
+        return min(self._queues, key=lambda o: (self._held.get(o, 0), self._served_at.get(o, 0)))
+
+    def _dispatch(self) -> None:
+        """Hands free connections to waiters, fairest first (see the module docstring)."""
+        while self._free > 0 and self._queues:
+            owner = self._next_owner()
+            queue = self._queues[owner]
+            waiter = queue.popleft()
+            if not queue:
+                del self._queues[owner]
+            if waiter.done():  # cancelled while queued: skip it, and forget an owner left idle
+                if owner not in self._queues and owner not in self._held:
+                    self._served_at.pop(owner, None)
+                continue
+            waiter.set_result(None)
+            self._grant(owner)
 
     async def _acquire_budget(self, deadline: float | None) -> None:
         # Re-evaluated after every sleep: another caller may have taken the freed request, or a

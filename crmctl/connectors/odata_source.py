@@ -46,7 +46,15 @@ from crmctl.connectors.auth import TokenProvider
 from crmctl.connectors.dataverse import _describe_failure, _retry_after, encode_query
 from crmctl.connectors.errors import SourceError, scrub, status_tag
 from crmctl.connectors.querylog import QueryLog
-from crmctl.connectors.sql import Condition, SqlParams, register_source
+from crmctl.connectors.sql import (
+    Condition,
+    SourceMeasure,
+    SqlParams,
+    combine_measure,
+    fold_duplicates,
+    fold_text,
+    register_source,
+)
 
 MAX_PAGE_SIZE = 5000
 TRANSIENT = frozenset({429, 502, 503, 504})
@@ -104,9 +112,44 @@ def odata_filter(where: Sequence[Condition]) -> str | None:
             parts.append(f"{column} eq null")
         elif cond.op == "not_null":
             parts.append(f"{column} ne null")
+        elif cond.op == "blank":
+            parts.append(f"({column} eq null or trim({column}) eq '')")
+        elif cond.op == "not_blank":
+            parts.append(f"{column} ne null and trim({column}) ne ''")
+        elif cond.op == "in":
+            # An `or` of equalities rather than 4.01's `in`: every v4.0 server understands it.
+            parts.append("(" + " or ".join(f"{column} eq {odata_literal(v)}" for v in cond.value) + ")")
         else:
             parts.append(f"{column} {_OPS[cond.op]} {odata_literal(cond.value)}")
     return " and ".join(parts) if parts else None
+
+
+APPLY_REFUSED = frozenset({400, 405, 501})
+"""How a service without the aggregation extension answers ``$apply`` (then crmctl folds itself)."""
+
+
+class ApplyRefused(SourceError):
+    """An ``$apply`` query cannot be used: the service refused it (`refused`: it does not implement
+    the aggregation extension, or not this part of it) or paged its answer inconsistently.
+    Raised only for ``$apply`` requests, and caught by `aggregate`, which then folds the rows."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def _number(value: Any) -> Any:
+    """An aggregate figure as a number: some services send Edm.Decimal (and IEEE754-compatible
+    Int64) as JSON strings."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -138,6 +181,9 @@ class OdataSource:
         session: An aiohttp session to use (not closed by `close()`).
         clock: Wall clock for the start times in the query log.
     """
+
+    timestamps_typed = True
+    """Timestamps are Edm.DateTimeOffset: conditions compare instants, not text layouts."""
 
     def __init__(
         self,
@@ -175,6 +221,8 @@ class OdataSource:
         self._session = session
         self._owns_session = session is None
         self._clock = clock or SystemClock()
+        self.apply_supported: bool | None = None
+        """Whether the service answers ``$apply`` aggregates: None until first asked."""
 
     def __repr__(self) -> str:
         return f"OdataSource({self.url!r})"
@@ -201,11 +249,12 @@ class OdataSource:
         return total
 
     async def keys(
-        self, table: str, key: str, where: Sequence[Condition] = (), *, log: QueryLog | None = None, batch: int = 5000
+        self, table: str, key: str, where: Sequence[Condition] = (), *, log: QueryLog | None = None,
+        batch: int = 5000, limit: int | None = None, offset: int = 0,
     ) -> AsyncIterator[list[Any]]:
         """The key values, ``$orderby`` the key, re-cut into batches of at most `batch`."""
         name = odata_name(key)
-        async for rows in self._query(table, [name], name, where, log, batch):
+        async for rows in self._query(table, [name], name, where, log, batch, limit, offset):
             yield [row[name] for row in rows]
 
     async def records(
@@ -217,13 +266,152 @@ class OdataSource:
         where: Sequence[Condition] = (),
         log: QueryLog | None = None,
         batch: int = 5000,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """The rows with exactly `columns`, ``$orderby`` `key`, re-cut into batches of at most `batch`."""
         if not columns:
             raise ValueError("name at least one column")
         names = [odata_name(c) for c in columns]
-        async for rows in self._query(table, names, odata_name(key), where, log, batch):
+        async for rows in self._query(table, names, odata_name(key), where, log, batch, limit, offset):
             yield [{n: row[n] for n in names} for row in rows]
+
+    async def check_columns(self, table: str, columns: Sequence[str], *, log: QueryLog | None = None) -> None:
+        """One ``$select`` of every column on a one-row page: the service itself says which name it
+        does not know (the answer names it), and a missing entity set is a 404."""
+        names = list(dict.fromkeys(odata_name(c) for c in columns))
+        if not names:
+            return
+        url = self._entity_set_url(table, [("$select", ",".join(names)), ("$top", "1")])
+        what = f"the columns {', '.join(names)} of '{table}'"
+        data = await self._get_page(url, ("odata.maxpagesize=1",), log, what)
+        for row in data["value"][:1]:
+            missing = [n for n in names if n not in row]
+            if missing:
+                raise SourceError(f"The OData source's '{table}' has no column {', '.join(repr(m) for m in missing)}.")
+
+    async def aggregate(
+        self,
+        table: str,
+        measures: Sequence[SourceMeasure],
+        group_by: Sequence[str] = (),
+        where: Sequence[Condition] = (),
+        *,
+        log: QueryLog | None = None,
+    ) -> list[dict[str, Any]]:
+        """``$apply=filter(…)/groupby((…),aggregate(…))`` on the server; when the service does not
+        offer ``$apply`` (400 / 405 / 501), the matching rows are streamed once and folded here.
+
+        Either way the figures are exact; the fold costs one paged read of the columns involved,
+        and its memory is one running figure per group.
+        """
+        if not measures:
+            raise ValueError("name at least one measure")
+        groups = [odata_name(g) for g in group_by]
+        for m in measures:
+            odata_name(m.name)
+            if m.column:
+                odata_name(m.column)
+        if self.apply_supported is not False:
+            try:
+                rows = await self._apply(table, measures, groups, where, log)
+                self.apply_supported = True
+                return rows
+            except ApplyRefused as exc:
+                if exc.refused:  # the service said no: do not ask again
+                    self.apply_supported = False
+        return await self._fold(table, measures, groups, where, log)
+
+    async def _apply(
+        self, table: str, measures: Sequence[SourceMeasure], groups: list[str], where: Sequence[Condition],
+        log: QueryLog | None,
+    ) -> list[dict[str, Any]]:
+        figures = ",".join("$count as " + m.name if m.agg == "count" else f"{m.column} with {m.agg} as {m.name}"
+                           for m in measures)
+        steps = []
+        condition = odata_filter(where)
+        if condition:
+            steps.append(f"filter({condition})")
+        steps.append(f"groupby(({','.join(groups)}),aggregate({figures}))" if groups else f"aggregate({figures})")
+        url = self._entity_set_url(table, [("$apply", "/".join(steps))])
+        what = f"the aggregate of '{table}'"
+        found: list[dict[str, Any]] = []
+        seen: set[tuple[Any, ...]] = set()
+        async for rows in self._pages(url, log, what, apply=True):
+            for row in rows:
+                group = tuple(row.get(g) for g in groups)
+                if group in seen:
+                    # Aggregated rows have no key, and a service whose skiptoken names the last
+                    # key of a page resumes at the wrong place: a group served twice means the
+                    # pages cannot be trusted, so the figures are folded from the rows instead.
+                    raise ApplyRefused(f"The OData source served a group of {what} twice while paging.")
+                seen.add(group)
+                found.append({**{g: row.get(g) for g in groups},
+                              **{m.name: _number(row.get(m.name)) for m in measures}})
+        if not groups and not found:
+            found.append({m.name: 0 if m.agg == "count" else None for m in measures})
+        for row in found:
+            for m in measures:
+                if m.agg == "count" and row[m.name] is None:
+                    row[m.name] = 0
+        return found
+
+    async def _fold(
+        self, table: str, measures: Sequence[SourceMeasure], groups: list[str], where: Sequence[Condition],
+        log: QueryLog | None,
+    ) -> list[dict[str, Any]]:
+        columns = list(dict.fromkeys([*groups, *(str(m.column) for m in measures if m.column)]))
+        if not columns:  # a bare count: the count intent is exact and cheap
+            total = await self.count(table, where, log=log)
+            return [{m.name: total for m in measures}]
+        figures: dict[tuple[Any, ...], dict[str, Any]] = {}
+        order = columns[0]
+        async for rows in self._query(table, columns, order, where, log, MAX_PAGE_SIZE):
+            for row in rows:
+                group = tuple(row.get(g) for g in groups)
+                held = figures.setdefault(group, {m.name: 0 if m.agg == "count" else None for m in measures})
+                for m in measures:
+                    value = 1 if m.agg == "count" else _number(row.get(str(m.column)))
+                    held[m.name] = combine_measure(m.agg, held[m.name], value)
+        if not groups and not figures:
+            figures[()] = {m.name: 0 if m.agg == "count" else None for m in measures}
+        return [{**dict(zip(groups, group)), **held} for group, held in figures.items()]
+
+    async def duplicates(
+        self, table: str, column: str, key: str, where: Sequence[Condition] = (), *,
+        log: QueryLog | None = None, batch: int = 5000,
+    ) -> AsyncIterator[list[tuple[str, Any, Any]]]:
+        """Groups are counted by the service (``aggregate``, exact values), folded A-Z here to find
+        the values that repeat case-insensitively, and only then are the rows with those values
+        read (by value when they are few, else one scan). Memory: one count per distinct value."""
+        name, key_name = odata_name(column), odata_name(key)
+        present = [*where, Condition(name, "not_blank")]
+        counts: dict[str, int] = {}
+        exact: dict[str, list[Any]] = {}
+        for row in await self.aggregate(table, [SourceMeasure("n", "count")], [name], present, log=log):
+            value = row.get(name)
+            if value is None:
+                continue
+            folded = fold_text(value if isinstance(value, str) else str(value))
+            counts[folded] = counts.get(folded, 0) + int(row.get("n") or 0)
+            exact.setdefault(folded, []).append(value)
+        repeated = {f for f, n in counts.items() if n > 1}
+        if not repeated:
+            return
+        values = [v for f in sorted(repeated) for v in exact[f]]
+        pairs: list[tuple[Any, Any]] = []
+        chunks = [values[i:i + 50] for i in range(0, len(values), 50)] if len(values) <= 2000 else [None]
+        for chunk in chunks:
+            conditions = present if chunk is None else [*present, Condition(name, "in", chunk)]
+            async for rows in self.records(table, [key_name, name], key=key_name, where=conditions, log=log):
+                pairs.extend((r[name], r[key_name]) for r in rows)
+        found = fold_duplicates(pairs, repeated)
+        for start in range(0, len(found), batch):
+            yield found[start:start + batch]
+
+    async def key_sample(self, table: str, key: str, size: int, *, log: QueryLog | None = None) -> list[Any] | None:
+        """None: an OData service has no cheap way to pick keys spread over the table."""
+        return None
 
     # -- SQL is not something an OData service understands --------------------------------
 
@@ -254,14 +442,22 @@ class OdataSource:
         where: Sequence[Condition],
         log: QueryLog | None,
         batch: int,
+        limit: int | None = None,
+        offset: int = 0,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         if batch < 1:
             raise ValueError("batch must be >= 1")
+        if limit is not None and limit <= 0:
+            return
         params: list[tuple[str, Any]] = [("$select", ",".join(dict.fromkeys(select)))]
         condition = odata_filter(where)
         if condition:
             params.append(("$filter", condition))
         params.append(("$orderby", key))
+        if offset:
+            params.append(("$skip", str(int(offset))))
+        if limit is not None:
+            params.append(("$top", str(int(limit))))
         what = f"the query on '{table}'"
         async for rows in self._pages(self._entity_set_url(table, params), log, what):
             for row in rows:
@@ -271,18 +467,25 @@ class OdataSource:
             for start in range(0, len(rows), batch):
                 yield rows[start:start + batch]
 
-    async def _pages(self, url: str, log: QueryLog | None, what: str) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _pages(
+        self, url: str, log: QueryLog | None, what: str, *, apply: bool = False
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """Each page's rows (empty pages included), following nextLinks until none is left."""
         seen: set[str] = set()
         prefer = (f"odata.maxpagesize={self.page_size}",)
         while True:
             seen.add(url)
-            data = await self._get_page(url, prefer, log, what)
+            data = await self._get_page(url, prefer, log, what, apply=apply)
             yield data["value"]
             link = data.get("@odata.nextLink", data.get("@nextLink"))
             if link is None:
                 return
-            url = self._next_url(url, link, seen, what)
+            try:
+                url = self._next_url(url, link, seen, what)
+            except SourceError as exc:
+                if apply:  # some services page aggregated results wrongly: fold instead
+                    raise ApplyRefused(str(exc)) from None
+                raise
 
     def _next_url(self, current: str, link: Any, seen: set[str], what: str) -> str:
         if not isinstance(link, str) or not link.strip():
@@ -306,12 +509,12 @@ class OdataSource:
     # -- the one place a request is sent ----------------------------------------------------
 
     async def _get_page(
-        self, url: str, prefer: Sequence[str], log: QueryLog | None, what: str
+        self, url: str, prefer: Sequence[str], log: QueryLog | None, what: str, *, apply: bool = False
     ) -> Mapping[str, Any]:
-        status, body = await self._get(url, prefer, log, what)
+        status, body = await self._get(url, prefer, log, what, apply=apply)
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise SourceError(f"The OData source answered {what} with something that is not JSON.") from None
         if not isinstance(data, dict) or not isinstance(data.get("value"), list) or not all(
             isinstance(r, dict) for r in data["value"]
@@ -319,7 +522,9 @@ class OdataSource:
             raise SourceError(f"The OData source's answer to {what} has no 'value' list of rows.")
         return data
 
-    async def _get(self, url: str, prefer: Sequence[str], log: QueryLog | None, what: str) -> tuple[int, bytes]:
+    async def _get(
+        self, url: str, prefer: Sequence[str], log: QueryLog | None, what: str, *, apply: bool = False
+    ) -> tuple[int, bytes]:
         """GETs `url` with retries for transient failures and one token refresh after a 401."""
         if self._insecure:
             raise SourceError(
@@ -361,6 +566,8 @@ class OdataSource:
                 await self._pause(attempt, _retry_after(answer_headers), deadline, error or str(status), what)
                 attempt += 1
                 continue
+            if apply and status in APPLY_REFUSED:
+                raise ApplyRefused(_sentence(status, body, what), refused=True)
             raise SourceError(_sentence(status, body, what))
 
     async def _headers(self, prefer: Sequence[str]) -> dict[str, str]:
@@ -403,7 +610,7 @@ class OdataSource:
 def _odata_error(body: bytes) -> tuple[str, str]:
     try:
         err = json.loads(body).get("error")
-    except (UnicodeDecodeError, ValueError, AttributeError):
+    except (UnicodeDecodeError, ValueError, AttributeError, RecursionError):
         return "", ""
     if not isinstance(err, dict):
         return "", ""
@@ -412,11 +619,13 @@ def _odata_error(body: bytes) -> tuple[str, str]:
 
 def _error_text(status: int, body: bytes) -> str:
     code, _ = _odata_error(body)
+    code = "" if code == str(status) else code  # some services repeat the status as the code
     return status_tag(status, code).strip(" ()")
 
 
 def _sentence(status: int, body: bytes, what: str) -> str:
     code, message = _odata_error(body)
+    code = "" if code == str(status) else code
     tag = status_tag(status, code)
     detail = scrub(message).rstrip(" .")
     if status in (401, 403):

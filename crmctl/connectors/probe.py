@@ -12,6 +12,7 @@ every URL and error sentence leaving this module goes through the caller's `reda
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -176,6 +177,10 @@ class HttpProber:
             text = f"{host} closed the connection without answering"
         elif isinstance(exc, aiohttp.ClientPayloadError):
             text = f"the answer from {host} was cut off"
+        elif isinstance(exc, aiohttp.ClientOSError) and (
+            getattr(exc, "errno", None) == errno.ECONNRESET or "reset" in str(exc).lower()
+        ):
+            text = f"{host} reset the connection"
         elif isinstance(exc, ValueError):
             text = f"the probe URL {shown} is not usable"
         else:

@@ -149,10 +149,17 @@ class Page:
 def run_list(conn: sqlite3.Connection, q: ListQuery) -> Page:
     """Reads one page by keyset (never OFFSET), so paging a million rows stays linear."""
     cursor_expr = after(q.keys, q.after) if q.after is not None else None
+    order = order_sql(q.keys)
+    if not q.lookup_annotations and _sort_selection(conn, q):
+        # Read through the filter's index, then sort (see _sort_selection): a unary + keeps
+        # SQLite from walking the primary key, for the order and for the resume condition.
+        pk = quote(q.keys[0].column)
+        order = "+" + order
+        if cursor_expr is not None:
+            cursor_expr = SqlExpr(cursor_expr.sql.replace(pk, "+" + pk), cursor_expr.params)
     where_sql, params = _where(q.where, cursor_expr)
     key_cols = ", ".join(quote(k.column) for k in q.keys)
     table = quote(q.entity.table)
-    order = order_sql(q.keys)
     if q.lookup_annotations:
         return _run_list_python(conn, q, where_sql, params, key_cols, table, order)
     json_parts = json_row_sql(q.columns)
@@ -169,6 +176,43 @@ def run_list(conn: sqlite3.Connection, q: ListQuery) -> Page:
     first = tuple(rows[0][n:]) if rows else ()
     last = tuple(rows[-1][n:]) if rows else ()
     return Page(texts, more, first, last)
+
+
+_SELECTIVE_PAGES = 4
+"""A filter matching at most this many pages of rows is read through its index and sorted."""
+_selection_sizes: dict[tuple[str, str, tuple[Any, ...]], bool] = {}
+"""Memo of `_sort_selection` per table, filter and parameters (a plan choice, never a result)."""
+
+
+def _sort_selection(conn: sqlite3.Connection, q: ListQuery) -> bool:
+    """Whether a page in primary-key order is cheaper read via the filter's index and sorted.
+
+    A query without `$orderby` pages in primary-key order (Dataverse's default). SQLite then
+    walks the primary key and tests the filter on every row, so each page of a selective
+    filter (a key range: `new_legacyid ge 'X' and new_legacyid lt 'Y'`) reads rows until it
+    has found a page of matches: a tenth of the table for a range of a tenth. When the filter
+    has an index and matches only a few pages of rows, reading those through the index and
+    sorting them (a top-N sort, `ORDER BY +pk`) costs a few pages' reads instead. The rows,
+    their order and the paging are identical either way; only the work differs.
+    """
+    keys = q.keys
+    if q.where is None or len(keys) != 1 or keys[0].descending or keys[0].column != q.entity.primary_id:
+        return False
+    memo = (q.entity.table, q.where.sql, q.where.params)
+    chosen = _selection_sizes.get(memo)
+    if chosen is None:
+        table = quote(q.entity.table)
+        probe = f"SELECT 1 FROM {table} WHERE {q.where.sql}"
+        plan = " ".join(str(r[-1]) for r in conn.execute(f"EXPLAIN QUERY PLAN {probe}", q.where.params))
+        cap = _SELECTIVE_PAGES * max(1, q.limit)
+        chosen = "USING INDEX" in plan or "USING COVERING INDEX" in plan
+        if chosen:
+            (matched,) = conn.execute(f"SELECT COUNT(*) FROM ({probe} LIMIT ?)", (*q.where.params, cap + 1)).fetchone()
+            chosen = matched <= cap
+        if len(_selection_sizes) > 4096:
+            _selection_sizes.clear()
+        _selection_sizes[memo] = chosen
+    return chosen
 
 
 def _run_list_python(

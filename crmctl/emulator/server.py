@@ -58,6 +58,7 @@ from crmctl.emulator.queries import (
     run_list,
 )
 from crmctl.emulator.scenario import Decision, FaultInjector, Scenario, load_scenario
+from crmctl.emulator.audit import AuditTrail
 from crmctl.emulator.storage import (
     Attribute,
     EmulatorData,
@@ -256,6 +257,7 @@ class Emulator:
         self._by_set: dict[str, EntityDef] = {}
         self._initial_counts: dict[str, int] = {}
         self._log_file: IO[str] | None = None
+        self._audit = AuditTrail("")  # opened by start(): see crmctl/emulator/audit.py
         self._seq = 0
         self._url = ""
         self._ids = {
@@ -292,6 +294,7 @@ class Emulator:
         """Issues a fresh token (e.g. after a scenario expired the old one) and returns it."""
         self._token = secrets.token_urlsafe(32)
         self._tokens[self._token] = self.clock.now()
+        self._audit.token(self._token)
         return self._token
 
     def set_scenario(self, scenario: Scenario | str | Path | None) -> None:
@@ -337,6 +340,10 @@ class Emulator:
         bound = int(runner.addresses[0][1])  # the real port when 0 (ephemeral) was asked
         self.port = bound
         self._url = f"http://{self.host}:{bound}"
+        self._audit = AuditTrail()
+        self._audit.started(self._url)
+        for issued in self._tokens:
+            self._audit.token(issued)
         self.set_scenario(self._scenario)
         self._drift_task = asyncio.create_task(self._drift_loop(), name="emulator-drift")
         return self._url
@@ -362,6 +369,7 @@ class Emulator:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        self._audit.close()
 
     async def __aenter__(self) -> Emulator:
         await self.start()
@@ -481,6 +489,7 @@ class Emulator:
                     error_code=ctx.error_code,
                 )
             )
+            self._audit.request(request.method, request.path, status, request.headers.get("User-Agent", ""))
 
     @staticmethod
     def _bearer(request: web.Request) -> str | None:

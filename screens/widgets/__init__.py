@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from screens.widgets.footer import ControlFooter
 from screens.widgets.header import ControlHeader
-from screens.widgets.status import status_content, status_markup, status_text
+from screens.widgets.status import status_content, status_markup, status_text, theme_colour
 
-__all__ = ["ControlFooter", "ControlHeader", "status_content", "status_markup", "status_text"]
+__all__ = ["ControlFooter", "ControlHeader", "status_content", "status_markup", "status_text", "theme_colour"]

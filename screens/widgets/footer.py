@@ -84,15 +84,22 @@ class ControlFooter(Footer):
             return False
         return self._width(self._shown()) + PALETTE_WIDTH > width
 
-    def _width(self, shown: Iterable[Shown]) -> int:
-        """The columns the keys take on one compact line: "key description" plus one blank each."""
-        total = 0
+    @staticmethod
+    def _grouped(shown: Iterable[Shown]) -> Iterator[tuple[Binding.Group | None, list[list[Shown]]]]:
+        """The keys as Textual's Footer groups them: one entry per action, runs of the same
+        group together; yields (group or None, [entries of one action, ...])."""
         by_action: dict[str, list[Shown]] = defaultdict(list)
         for item in shown:
             by_action[item[1].action].append(item)
-        for group, members_iter in groupby(by_action.values(), lambda items: items[0][1].group):
-            members = list(members_iter)
-            if group is not None and len(members) > 1:
+        for group, members in groupby(by_action.values(), lambda items: items[0][1].group):
+            listed = list(members)
+            yield (group if group is not None and len(listed) > 1 else None), listed
+
+    def _width(self, shown: Iterable[Shown]) -> int:
+        """The columns the keys take on one compact line: "key description" plus one blank each."""
+        total = 0
+        for group, members in self._grouped(shown):
+            if group is not None:
                 keys = [self.app.get_key_display(items[0][1]) for items in members]
                 total += sum(len(k) + 1 for k in keys) + 1 + len(group.description) + 1
             else:
@@ -103,12 +110,8 @@ class ControlFooter(Footer):
 
     def _keys(self, shown: list[Shown]) -> Iterator[Widget]:
         """Footer keys for `shown`, grouped as Textual's Footer groups them."""
-        by_action: dict[str, list[Shown]] = defaultdict(list)
-        for item in shown:
-            by_action[item[1].action].append(item)
-        for group, members_iter in groupby(by_action.values(), lambda items: items[0][1].group):
-            members = list(members_iter)
-            if group is not None and len(members) > 1:
+        for group, members in self._grouped(shown):
+            if group is not None:
                 with KeyGroup(classes="-compact" if group.compact else ""):
                     for items in members:
                         _node, binding, enabled, tooltip = items[0]

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
 from crmctl.views import format_clock
-
-if TYPE_CHECKING:
-    from screens.app import CrmctlApp
+from screens.widgets.room import InTheRoom
 
 
-class ControlHeader(Vertical):
+class ControlHeader(InTheRoom, Vertical):
     """Project, screen name, operator@host, READ-ONLY badge, activity and the UTC clock.
 
     Textual's own `Header` reads the wall clock; this one shows the room's injected clock, so a
@@ -27,11 +24,6 @@ class ControlHeader(Vertical):
     def __init__(self, screen_title: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._screen_title = screen_title
-
-    @property
-    def crmctl(self) -> CrmctlApp:
-        """The app, typed."""
-        return cast("CrmctlApp", self.app)
 
     def compose(self) -> ComposeResult:
         room = self.crmctl.room

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Mapping
 
+from rich.color import Color as RichColor
 from rich.style import Style
 from rich.text import Text
 from textual.color import Color, ColorParseError
@@ -67,12 +68,22 @@ def status_text(status: Status, variables: Mapping[str, str]) -> Text:
 
 
 @lru_cache(maxsize=64)
+def _rich_colour(raw: str | None) -> RichColor | None:
+    if not raw:
+        return None
+    try:
+        return Color.parse(raw).rich_color
+    except ColorParseError:
+        return None
+
+
+def theme_colour(variables: Mapping[str, str], name: str) -> RichColor | None:
+    """The theme variable `name` as a Rich colour for DataTable cells; None (no colour, the glyph
+    and word still say it all) when the theme lacks it or it does not parse."""
+    return _rich_colour(variables.get(name))
+
+
+@lru_cache(maxsize=64)
 def _badge_style(status: Status, raw: str | None) -> Style:
     """The style of a badge, per status and theme colour (parsed once, not per cell and redraw)."""
-    color = None
-    if raw:
-        try:
-            color = Color.parse(raw).rich_color
-        except ColorParseError:
-            color = None
-    return Style(color=color, bold=True, reverse=status in ALARM_STATUSES)
+    return Style(color=_rich_colour(raw), bold=True, reverse=status in ALARM_STATUSES)

@@ -75,6 +75,8 @@ async def test_demo_exceptions_are_copied_and_counted_as_the_truth_says(demo_dir
     assert result.values["copied"] == result.values["archived"] == expected.exceptions  # older ones too
     copies = await _journal(config)
     assert len(copies) == expected.exceptions == len({c["plugintracelogid"] for c in copies})
+    async with await Store.open(config.state) as store:  # stamped with the session's operator
+        assert {(e.operator, e.host) for e in await store.entries(kinds=[TRACE_KIND])} == {(ACTOR.operator, ACTOR.host)}
     conn = sqlite3.connect(demo_dir / "world" / "dataverse.db")
     newest = conn.execute(
         "SELECT typename, exceptiondetails, createdon FROM e_plugintracelog WHERE exceptiondetails IS NOT NULL "

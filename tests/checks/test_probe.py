@@ -96,7 +96,7 @@ def _free_port() -> int:
 
 
 def _config(tmp_path: Path, url: str, *, expect_body: str | None = '"status": "ok"', p95_ms: float = 1000,
-            samples: int = 5, extra: str = "", timeout: str = "2s") -> Config:
+            samples: int = 5, extra: str = "", timeout: str = "2s", more: str = "") -> Config:
     body = f", expect_body: '{expect_body}'" if expect_body is not None else ""
     (tmp_path / "crmctl.yaml").write_text(
         "project: probe test\n"
@@ -107,8 +107,8 @@ def _config(tmp_path: Path, url: str, *, expect_body: str | None = '"status": "o
         "  - {id: jobs-only, jobs: {name_like: 'X%'}}\n"
         "checks:\n"
         f"  - {{id: erp.probe, kind: http_probe, integration: erp, samples: {samples}{extra}}}\n"
-        "  - {id: nothing.probe, kind: http_probe, integration: nope}\n"
         "  - {id: jobs.probe, kind: http_probe, integration: jobs-only}\n"
+        f"{more}"
     )
     return load_config(tmp_path / "crmctl.yaml", env={"PROBE_KEY": SECRET}, check_kinds=check_kinds())
 
@@ -198,11 +198,19 @@ async def test_the_prober_keeps_to_its_own_concurrency_limit(server: HealthServe
     assert server.max_in_flight == 2 and log.requests == 6
 
 
-async def test_unknown_integration_or_one_without_a_probe_is_error(server: HealthServer, tmp_path: Path) -> None:
-    config = _config(tmp_path, server.url("/health"))
-    missing, no_probe = await _run(config, "nothing.probe"), await _run(config, "jobs.probe")
-    assert missing.status is no_probe.status is Status.ERROR
-    assert "No integration 'nope'" in missing.explanation
+async def test_unknown_integration_is_a_config_error_and_one_without_a_probe_is_error(
+    server: HealthServer, tmp_path: Path
+) -> None:
+    from crmctl.config import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, server.url("/health"), more="  - {id: nothing.probe, kind: http_probe, integration: erps}\n")
+    assert [str(p) for p in caught.value.problems] == [
+        f"{tmp_path / 'crmctl.yaml'}:10:56: checks[2].integration: unknown integration 'erps' (did you mean 'erp'?); "
+        "expected the id of an integration defined under integrations:"
+    ]
+    no_probe = await _run(_config(tmp_path, server.url("/health")), "jobs.probe")
+    assert no_probe.status is Status.ERROR
     assert "has no probe" in no_probe.explanation
 
 

@@ -81,6 +81,9 @@ async def test_exports_are_content_addressed_and_match_their_digest(small: Path,
         assert again.values["exports"][name] == ref  # the same answer reuses the same file
     exported = sorted((tmp_path / ".crmctl" / "exports").iterdir())
     assert len(exported) == 3 and not [p for p in exported if p.name.startswith(".")]
+    # record keys of customers: the operator's account alone may read them, like the state file
+    assert (tmp_path / ".crmctl" / "exports").stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in exported} == {0o600}
 
 
 async def test_sample_of_every_matched_record_finds_exactly_the_planted_field_mismatches(

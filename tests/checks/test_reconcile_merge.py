@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checks.keys import WHOLE, KeyRange, fold, partition_count, pick_boundaries, ranges_from
-from checks.merge import Batch, OrderMismatch, SortedStream, windows, without
+from checks.merge import Batch, OrderMismatch, SortedStream, strictly_increasing, windows, without
 from checks.spill import Spill
 
 KEYS = st.text(alphabet="aAbB_-09Zz[", min_size=1, max_size=4)
@@ -106,3 +106,15 @@ def test_partitions_and_boundaries() -> None:
     assert ranges[1].odata("new_legacyid") == f"new_legacyid ge '{bounds[0]}' and new_legacyid lt '{bounds[1]}'"
     assert KeyRange(None, "O'Neil").odata("k") == "k ne null and k lt 'O''Neil'"
     assert without(list("abcdef"), [0, 3, 5]) == list("bce")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(KEYS, max_size=12))
+def test_the_fast_order_check_agrees_with_the_pairwise_definition(keys: list[str]) -> None:
+    folded = [fold(k) for k in keys]
+    assert strictly_increasing(folded) == all(a < b for a, b in zip(folded, folded[1:]))
+    ordered = sorted(set(folded))
+    assert strictly_increasing(ordered)
+    if len(ordered) > 1:
+        assert not strictly_increasing(ordered[:1] + ordered)  # a repeat
+        assert not strictly_increasing(ordered[::-1])  # a descent

@@ -10,10 +10,12 @@ import pytest
 from crmctl.connectors.auth import StaticTokenProvider
 from crmctl.connectors.dataverse import DataverseClient
 from crmctl.connectors.limits import TargetLimiter
+from tests.reliability.suite_audit import CANARY_TOKEN
 from .fake_dataverse import FakeDataverse
 
-TOKEN = "eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJjcm1jdGwtdGVzdCJ9.c2lnbmF0dXJl"
-"""A JWT-shaped token, so the scrubbing of tokens in errors and logs is really exercised."""
+TOKEN = CANARY_TOKEN
+"""A JWT-shaped token, so the scrubbing of tokens in errors and logs is really exercised; a canary
+the suite-wide scan (tests/reliability/suite_audit.py) looks for in every file the suite writes."""
 
 
 @pytest.fixture

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
 from crmctl.connectors.errors import BudgetExhausted, DeadlineExceeded
-from crmctl.connectors.limits import TargetLimiter
+from crmctl.connectors.limits import TargetLimiter, request_owner
 
 
 class VirtualClock:
@@ -188,3 +189,140 @@ def test_rejects_nonsense_limits() -> None:
         TargetLimiter(0, 10)
     with pytest.raises(ValueError):
         TargetLimiter(1, 0)
+
+
+# -- fair admission between checks --------------------------------------------------------------
+
+
+class Gate:
+    """Holds every granted slot until released one at a time, recording the order of grants."""
+
+    def __init__(self, limiter: TargetLimiter) -> None:
+        self.limiter = limiter
+        self.granted: list[str] = []
+        self._releases: list[asyncio.Event] = []
+
+    async def request(self, owner: str | None, label: str, *, by_context: bool = False) -> None:
+        release = asyncio.Event()
+        async with self.limiter.slot() if by_context else self.limiter.slot(owner=owner):
+            self.granted.append(label)
+            self._releases.append(release)
+            await release.wait()
+
+    async def release_oldest(self) -> None:
+        """Ends the oldest request still holding a slot, then lets the loop hand the slot on."""
+        self._releases.pop(0).set()
+        await settle()
+
+
+def spawn_as(owner: str, coro: Any) -> asyncio.Task[Any]:
+    """Starts `coro` as a task of `owner`, the way the engine starts a check's run."""
+    token = request_owner.set(owner)
+    try:
+        return asyncio.create_task(coro)
+    finally:
+        request_owner.reset(token)
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_a_check_with_nothing_in_flight_goes_before_a_busy_one() -> None:
+    # FIFO would serve the scan's four queued pages before the latency sample queued after them.
+    limiter = TargetLimiter(2, 1000, 300.0)
+    gate = Gate(limiter)
+    tasks = [asyncio.create_task(gate.request("scan", f"scan-{i}")) for i in range(6)]
+    await settle()
+    assert gate.granted == ["scan-0", "scan-1"] and limiter.stats().waiting == 4
+    tasks.append(asyncio.create_task(gate.request("latency", "latency-0")))
+    await settle()
+    await gate.release_oldest()
+    assert gate.granted[-1] == "latency-0"
+    while len(gate.granted) < 7:
+        await gate.release_oldest()
+    while gate._releases:
+        await gate.release_oldest()
+    await asyncio.gather(*tasks)
+    assert gate.granted == ["scan-0", "scan-1", "latency-0", "scan-2", "scan-3", "scan-4", "scan-5"]
+    assert limiter.stats().in_flight == 0 and limiter.stats().waiting == 0
+
+
+async def test_waiting_checks_take_turns() -> None:
+    # One connection; "a" queues all its requests first, then "b" and "c" queue theirs.
+    limiter = TargetLimiter(1, 1000, 300.0)
+    gate = Gate(limiter)
+    tasks = [asyncio.create_task(gate.request("a", "a0"))]
+    await settle()
+    for owner, count in (("a", 3), ("b", 3), ("c", 3)):
+        for i in range(count):
+            tasks.append(asyncio.create_task(gate.request(owner, f"{owner}{i + (owner == 'a')}")))
+    await settle()
+    while len(gate.granted) < 10:
+        await gate.release_oldest()
+    await gate.release_oldest()
+    await asyncio.gather(*tasks)
+    # round-robin between owners, first come first served within each
+    assert gate.granted == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2", "a3"]
+
+
+async def test_the_owner_comes_from_the_context_the_engine_sets() -> None:
+    limiter = TargetLimiter(1, 1000, 300.0)
+    gate = Gate(limiter)
+    tasks = [spawn_as("busy", gate.request("ignored", f"busy-{i}", by_context=True)) for i in range(4)]
+    await settle()
+    tasks.append(spawn_as("chain", gate.request("ignored", "chain-0", by_context=True)))
+    await settle()
+    await gate.release_oldest()
+    assert gate.granted == ["busy-0", "chain-0"]
+    while gate._releases or len(gate.granted) < 5:
+        await gate.release_oldest()
+    await asyncio.gather(*tasks)
+    assert gate.granted == ["busy-0", "chain-0", "busy-1", "busy-2", "busy-3"]
+
+
+async def test_a_cancelled_waiter_neither_holds_nor_loses_a_slot() -> None:
+    limiter = TargetLimiter(1, 1000, 300.0)
+    gate = Gate(limiter)
+    first = asyncio.create_task(gate.request("a", "a0"))
+    await settle()
+    doomed = asyncio.create_task(gate.request("b", "b0"))
+    later = asyncio.create_task(gate.request("c", "c0"))
+    await settle()
+    doomed.cancel()
+    await settle()
+    await gate.release_oldest()
+    assert gate.granted == ["a0", "c0"]
+    await gate.release_oldest()
+    await asyncio.gather(first, later)
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    stats = limiter.stats()
+    assert stats.in_flight == 0 and stats.waiting == 0 and stats.requests == 2
+    async with limiter.slot(deadline=time.monotonic() + 1):  # the connection was not leaked
+        pass
+
+
+async def test_fair_admission_keeps_the_deadline_and_the_backoff() -> None:
+    limiter = TargetLimiter(1, 1000, 300.0)
+    gate = Gate(limiter)
+    holder = asyncio.create_task(gate.request("scan", "scan-0"))
+    await settle()
+    with pytest.raises(DeadlineExceeded):
+        async with limiter.slot(deadline=time.monotonic() + 0.05, owner="latency"):
+            pass
+    assert limiter.stats().waiting == 0
+    resume = time.monotonic() + 0.2
+    limiter.defer_until(resume)  # a 429 while the scan holds the only connection
+    started: list[float] = []
+
+    async def sample() -> None:
+        async with limiter.slot(owner="latency"):
+            started.append(time.monotonic())
+
+    waiter = asyncio.create_task(sample())
+    await settle()
+    await gate.release_oldest()
+    await asyncio.gather(holder, waiter)
+    assert started and started[0] >= resume  # admitted first, yet still held by the back-off

@@ -183,3 +183,27 @@ async def test_paging_200k_rows_is_linear_and_fast(tmp_path: Path) -> None:
     assert len(ids) == 200_000 == len(set(ids)) and len(links) == 39
     assert ids == sorted(ids)
     assert elapsed < 20, f"paging 200k rows took {elapsed:.1f}s"
+
+
+async def test_a_selective_filter_in_key_order_pages_the_same_through_its_index(
+    emu: Emulator, http: aiohttp.ClientSession, world: World
+) -> None:
+    # A range on an indexed lookup, no $orderby: primary-key order either way, whether the page
+    # walks the primary key (many pages of matches) or reads the index and sorts (a few pages).
+    from crmctl.emulator import queries
+
+    ids = sorted(a["primarycontactid"] for a in world.accounts if a["primarycontactid"])
+    low = ids[len(ids) // 3]
+    expected = sorted(
+        (a["accountid"] for a in world.accounts if a["primarycontactid"] and a["primarycontactid"].lower() >= low.lower()),
+        key=str.lower,
+    )
+    url = f"{emu.api_url}accounts?$select=name,_primarycontactid_value&$filter=_primarycontactid_value ge {low}"
+    queries._selection_sizes.clear()
+    by_index, links = await page_all(http, url, 9)  # at most 4 pages of 9: read via the index
+    assert True in queries._selection_sizes.values()
+    queries._selection_sizes.clear()
+    by_key, _ = await page_all(http, url, 2)  # more than 4 pages of 2: the primary-key walk
+    assert set(queries._selection_sizes.values()) == {False}
+    assert [r["accountid"] for r in by_index] == [r["accountid"] for r in by_key] == expected
+    assert len(links) == -(-len(expected) // 9) - 1 and len(expected) > 9

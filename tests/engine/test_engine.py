@@ -12,6 +12,7 @@ from typing import ClassVar
 from checks.registry import REGISTRY, check_kinds
 from crmctl.checking import CheckContext
 from crmctl.config import CheckKindSpec, load_config
+from crmctl.connectors.limits import request_owner
 from crmctl.control import ControlRoom, ReadOnlyError
 from crmctl.identity import Actor
 from crmctl.model import Status
@@ -120,3 +121,35 @@ async def test_token_expiry_mid_run_is_survived_with_a_fresh_token(demo_config: 
         results = await room.run_checks(["dynamics.whoami"])
         assert results[0].status is Status.OK, results[0].explanation
         assert any(r.status == 401 for r in room.emulator.request_log)
+
+
+class _Owners:
+    """Records whom the limiter would bill for requests sent from the run and from its tasks."""
+
+    kind: ClassVar[str] = "owners"
+    spec: ClassVar[CheckKindSpec] = CheckKindSpec(needs_entity=False, params={}, description="test")
+    seen: ClassVar[dict[str, tuple[str | None, str | None]]] = {}
+
+    async def run(self, ctx: CheckContext):
+        async def child() -> str | None:
+            await asyncio.sleep(0)
+            return request_owner.get()
+
+        from_task = await asyncio.create_task(child())
+        await ctx.dynamics.whoami(log=ctx.dynamics_log)  # a real request, through the shared limiter
+        _Owners.seen[ctx.check.id] = (request_owner.get(), from_task)
+        return ctx.finish(Status.OK, "owners recorded")
+
+
+async def test_every_check_run_sends_its_requests_as_itself(demo_config: Path) -> None:
+    # The limiter admits fairly per check: it can only if each run's requests carry the check's id.
+    config = _config(demo_config)
+    whoami = config.check("dynamics.whoami")
+    checks = tuple(replace(whoami, id=f"x.owner{i}", kind="owners") for i in range(3))
+    config = replace(config, checks=checks, runbook=(), rollback=None)
+    _Owners.seen.clear()
+    async with ControlRoom.open(config, {**REGISTRY, "owners": _Owners}, actor=ACTOR) as room:
+        results = await room.run_checks()
+    assert all(r.status is Status.OK for r in results), [r.explanation for r in results]
+    assert _Owners.seen == {f"x.owner{i}": (f"x.owner{i}", f"x.owner{i}") for i in range(3)}
+    assert request_owner.get() is None  # the caller's own context was left as it was

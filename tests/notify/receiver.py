@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.reliability.suite_audit import CANARY_WEBHOOK_SIG
+
 
 @dataclass
 class Received:
@@ -51,7 +53,7 @@ class Receiver:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         # Shaped like a Workflows URL: the signature in the query is the secret part.
-        self.url = f"http://127.0.0.1:{port}/workflows/abc123/triggers/manual/paths/invoke?api-version=1&sig=S3cr3tSig"
+        self.url = f"http://127.0.0.1:{port}/workflows/abc123/triggers/manual/paths/invoke?api-version=1&sig={CANARY_WEBHOOK_SIG}"
         return self
 
     async def stop(self) -> None:

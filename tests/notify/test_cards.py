@@ -43,7 +43,7 @@ async def test_huge_evidence_is_trimmed_to_fit_28_kb_and_stays_valid_json(events
 
 
 async def test_even_a_tiny_limit_gives_a_bare_valid_card(events) -> None:  # noqa: ANN001
-    event = await events("x" * 5000, severity="sev2")
+    event = await events("x" * 5000, severity="sev2", note="y" * 2000)  # the title is capped at 300 on the way in
     payload = teams_payload(event, max_bytes=1500)
     assert payload.truncated and payload.size <= 1500
     body = json.loads(payload.body)["attachments"][0]["content"]["body"]

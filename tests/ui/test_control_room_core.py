@@ -234,9 +234,17 @@ class _HugeDynamics:
         return {}
 
 
-class _Source:
-    async def scalar(self, sql, params=None, log=None):  # noqa: ANN001, ANN201
-        return 15_000
+def _accounts_source(folder: Path, rows: int):  # noqa: ANN202 - crmctl.connectors.sql.SqlSource
+    """A real SQLite source holding `rows` accounts (the check counts them through its intents)."""
+    import sqlite3
+
+    from crmctl.connectors.sql import SqlSource
+
+    path = folder / "source.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE accounts (account_id TEXT PRIMARY KEY)")
+        db.executemany("INSERT INTO accounts VALUES (?)", ((f"A-{n:06d}",) for n in range(rows)))
+    return SqlSource(f"sqlite:///{path}")
 
 
 async def test_row_count_key_scan_reports_rows_and_pages(tmp_path: Path) -> None:
@@ -250,9 +258,13 @@ async def test_row_count_key_scan_reports_rows_and_pages(tmp_path: Path) -> None
     check = CheckConfig("account.count", "row_count", "account", warn=0, breach=0.001, params={"hint": False})
     config = replace(build_config(tmp_path, (check,)), entities=(entity,))
     reports: list[CheckProgress] = []
-    ctx = CheckContext(config, check, _HugeDynamics(3, 5000), _Source(), FrozenClock(NOW), NOW,
+    source = _accounts_source(tmp_path, 15_000)
+    ctx = CheckContext(config, check, _HugeDynamics(3, 5000), source, FrozenClock(NOW), NOW,
                        time.monotonic() + 60, progress=reports.append)
-    res = await RowCount().run(ctx)
+    try:
+        res = await RowCount().run(ctx)
+    finally:
+        await source.close()
     assert res.values["target"] == 15_000 and res.values["method"] == "key scan"
     assert [(r.rows, r.check_id) for r in reports] == [(5000, "account.count"), (10_000, "account.count"),
                                                          (15_000, "account.count")]

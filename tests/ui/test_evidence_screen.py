@@ -12,7 +12,7 @@ from crmctl.control import ControlRoom, ReadOnlyError
 from crmctl.evidence import verify
 from screens.app import SCREENS, CrmctlApp
 from screens.evidence import EvidenceScreen
-from screens.runbook import FormModal
+from screens.widgets.form import FormDialog
 from tests.ui.conftest import FAST, loaded, text_of, until
 from tests.ui.world import ACTOR
 
@@ -59,7 +59,7 @@ async def test_sign_off_and_lesson_through_the_modals(make_app: AppFactory, room
         await pilot.press("s")
         await pilot.pause()
         modal = app.screen
-        assert isinstance(modal, FormModal) and modal.query_one("#form-box").border_title == "Sign off"
+        assert isinstance(modal, FormDialog) and modal.query_one("#form-box").border_title == "Sign off"
         await pilot.press("ctrl+s")  # nothing chosen: asked, nothing written
         assert text_of(modal.query_one("#form-error", Static)) == "Choose business or technical."
         modal.query_one("#field-role", Select).value = "technical"
@@ -74,7 +74,7 @@ async def test_sign_off_and_lesson_through_the_modals(make_app: AppFactory, room
         await pilot.press("l")
         await pilot.pause()
         lesson = app.screen
-        assert isinstance(lesson, FormModal)
+        assert isinstance(lesson, FormDialog)
         lesson.query_one("#field-text", Input).value = "Pause ERP Sync at the freeze"
         lesson.query_one("#field-owner", Input).value = "Integration Team"
         await pilot.press("ctrl+s")

@@ -21,7 +21,7 @@ from crmctl.model import Status
 from crmctl.store import Store
 from screens.app import CrmctlApp
 from screens.hypercare import HypercareScreen
-from screens.incidents import IncidentForm
+from screens.widgets.form import FormDialog
 from tests.ui.conftest import FAST, loaded, text_of, until
 from tests.ui.world import ACTOR, build_config
 
@@ -133,10 +133,10 @@ async def test_h_runs_the_pack_and_b_replaces_the_baseline_with_a_reason(hroom: 
         assert "Day 7   ✔ PASS" in text_of(screen.query_one("#hc-checkpoints", Static))
 
         await pilot.press("b")
-        await until(lambda: isinstance(app.screen, IncidentForm))
+        await until(lambda: isinstance(app.screen, FormDialog))
         await pilot.press("enter")
         await pilot.pause()
-        assert "A replacement needs a reason." in text_of(app.screen.query_one("#incident-form-error", Static))
+        assert "A replacement needs a reason." in text_of(app.screen.query_one("#form-error", Static))
         await pilot.press(*"late delta load", "enter")
         await until(lambda: isinstance(app.screen, HypercareScreen))
         await until(lambda: "late delta load" in text_of(screen.query_one("#hc-baseline", Static)))

@@ -23,7 +23,8 @@ from crmctl.notify import FAILED
 from crmctl.store import Store
 from screens.app import CrmctlApp
 from screens.checks import ChecksScreen
-from screens.incidents import IncidentForm, IncidentsScreen
+from screens.incidents import IncidentsScreen
+from screens.widgets.form import FormDialog
 from tests.notify.receiver import Answer, Receiver
 from tests.ui.conftest import FAST, loaded, text_of, until
 from tests.ui.world import ACTOR, NOW, build_config, fill_store, sample_results
@@ -41,7 +42,7 @@ def cell(app: CrmctlApp, number: int, column: str) -> str:
 
 async def settle(app: CrmctlApp) -> None:
     """Waits for this session's incident workers (never hand wait_for_complete an empty list)."""
-    busy = [w for w in app.workers if w.group in ("incident-actions", "incidents-feed", "incident-form")]
+    busy = [w for w in app.workers if w.group in ("incident-actions", "incidents-feed", "form-submit")]
     if busy:
         with suppress(WorkerCancelled):
             await app.workers.wait_for_complete(busy)
@@ -105,16 +106,16 @@ async def test_keys_move_an_incident_through_every_state(make_app: AppFactory, r
         await until(lambda: cell(app, n, "state") == "mitigating")
 
         await pilot.press("n")
-        await until(lambda: isinstance(app.screen, IncidentForm))
+        await until(lambda: isinstance(app.screen, FormDialog))
         await pilot.press(*"restarted the connector", "enter")
         await until(lambda: isinstance(app.screen, IncidentsScreen))
         await until(lambda: "restarted the connector" in text_of(screen.query_one("#incident-lines", Static)))
 
         await pilot.press("s")
-        await until(lambda: isinstance(app.screen, IncidentForm))
+        await until(lambda: isinstance(app.screen, FormDialog))
         await pilot.press("enter")  # empty: the dialog says what is missing and stays
         await pilot.pause()
-        assert "Say how it was resolved." in text_of(app.screen.query_one("#incident-form-error", Static))
+        assert "Say how it was resolved." in text_of(app.screen.query_one("#form-error", Static))
         await pilot.press(*"credentials rotated", "enter")
         await until(lambda: isinstance(app.screen, IncidentsScreen))
         await pilot.press("f")  # show resolved ones too
@@ -133,7 +134,7 @@ async def test_a_raise_by_hand_and_a_refusal_from_another_operator(make_app: App
         await pilot.press("6")
         await pilot.pause()
         await pilot.press("i")
-        await until(lambda: isinstance(app.screen, IncidentForm))
+        await until(lambda: isinstance(app.screen, FormDialog))
         await pilot.press(*"Marketing consent flags lost", "enter")
         await until(lambda: isinstance(app.screen, IncidentsScreen) and app.screen.table.row_count == 1)
         (entry,) = await raised(room.store)

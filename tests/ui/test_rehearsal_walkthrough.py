@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -30,7 +31,8 @@ from crmctl.identity import Actor
 from crmctl.runbook import KINDS
 from screens.app import CrmctlApp
 from screens.rollback import RollbackScreen
-from screens.runbook import FormModal, RunbookScreen, RunbookTable
+from screens.runbook import RunbookScreen, RunbookTable
+from screens.widgets.form import FormDialog
 from tests.ui.conftest import FAST, text_of, until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +89,7 @@ class Walk:
 
     async def form(self, *, pick_first: bool, text: str) -> str:
         """Fills the open dialog: picks the first authority (when asked), types `text`, enters."""
-        assert isinstance(self.app.screen, FormModal)
+        assert isinstance(self.app.screen, FormDialog)
         seen = len(self.notes)
         if pick_first:
             await self.pilot.press("enter", "down", "enter")
@@ -98,9 +100,9 @@ class Walk:
         await self.pilot.press(*keys(text), "enter")
         modal = self.app.screen
         try:
-            await until(lambda: not isinstance(self.app.screen, FormModal) and len(self.notes) > seen, timeout=30)
+            await until(lambda: not isinstance(self.app.screen, FormDialog) and len(self.notes) > seen, timeout=30)
         except AssertionError:
-            error = modal.query_one("#form-error", Static).content if isinstance(modal, FormModal) else ""
+            error = modal.query_one("#form-error", Static).content if isinstance(modal, FormDialog) else ""
             raise AssertionError(f"the dialog did not journal: {error!s}; told: {self.notes[seen:]}") from None
         return self.notes[-1]
 
@@ -109,9 +111,14 @@ class Walk:
 
 
 @pytest.mark.slow
-async def test_a_rehearsal_walked_through_the_app_then_compared_with_a_second_run(demo_config: Path) -> None:
+async def test_a_rehearsal_walked_through_the_app_then_compared_with_a_second_run(demo_config: Path, tmp_path: Path) -> None:
     config = load_config(demo_config, check_kinds=check_kinds())
-    config = replace(config, target=replace(config.target, scenario=SCENARIO))
+    # The drift scenario writes into the emulator's data file: drift a private copy of the world,
+    # not the session's shared one (other tests, and the demo snapshots, read that one as seeded).
+    world = tmp_path / "world"
+    shutil.copytree(Path(config.target.data).parent, world)
+    data = world / Path(config.target.data).name
+    config = replace(config, target=replace(config.target, data=data, scenario=SCENARIO))
     clock = FrozenClock(FREEZE)
     async with ControlRoom.open(config, REGISTRY, actor=LEAD, clock=clock) as room:
         app = CrmctlApp(room, **FAST)

@@ -17,7 +17,7 @@ from crmctl.runbook import KINDS
 from crmctl.store import Store
 from screens.app import CrmctlApp
 from screens.rollback import RollbackScreen
-from screens.runbook import FormModal
+from screens.widgets.form import FormDialog
 from tests.runbook.world import ALICE, BOB, MIN, PONR, SCENE_NOW, build_config, count_result, write_scene
 from tests.ui.conftest import FAST, text_of, until
 
@@ -86,7 +86,7 @@ async def test_d_approves_the_waiting_proposal_as_a_second_authority(scene: tupl
         await pilot.press("D")
         await pilot.pause()
         modal = app.screen
-        assert isinstance(modal, FormModal)
+        assert isinstance(modal, FormDialog)
         assert modal.query_one("#field-decision", Select).value == "hold"  # the matrix's recommendation
         assert modal.query_one("#field-mode", Select).value == "approve"
         await pilot.press("ctrl+s")
@@ -122,7 +122,7 @@ async def test_after_the_point_of_no_return_the_dialog_asks_for_an_override(scen
         await pilot.press("D")
         await pilot.pause()
         modal = app.screen
-        assert isinstance(modal, FormModal) and modal.query("#field-override")
+        assert isinstance(modal, FormDialog) and modal.query("#field-override")
         modal.query_one("#field-mode", Select).value = "record"
         modal.query_one("#field-decision", Select).value = "rollback"
         modal.query_one("#field-authority", Select).value = "Business Owner"
@@ -132,7 +132,7 @@ async def test_after_the_point_of_no_return_the_dialog_asks_for_an_override(scen
             "After the point of no return a decision needs an override reason.")
         modal.query_one("#field-override", Input).focus()
         await pilot.press(*keys("business accepts"), "enter")
-        await until(lambda: not isinstance(app.screen, FormModal))
+        await until(lambda: not isinstance(app.screen, FormDialog))
         decision = (await alice.store.entries(kinds=KINDS))[-1]
         assert decision.payload["decision"] == "rollback" and decision.payload["override"] == "business accepts"
         await until(lambda: "Rollback SLA" in text_of(app.screen.query_one("#rollback-summary", Static)))

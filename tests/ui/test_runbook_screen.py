@@ -16,7 +16,8 @@ from crmctl.control import ControlRoom
 from crmctl.runbook import KINDS
 from crmctl.store import Store
 from screens.app import CrmctlApp
-from screens.runbook import FormModal, RunbookScreen, RunbookTable
+from screens.runbook import RunbookScreen, RunbookTable
+from screens.widgets.form import FormDialog
 from tests.runbook.world import ALICE, BOB, SCENE_NOW, build_config, write_scene
 from tests.ui.conftest import FAST, text_of, until
 
@@ -117,7 +118,7 @@ async def test_skip_asks_a_reason_and_keeps_what_was_typed_when_refused(rb_room:
         await pilot.press("down", "k")  # delta is in progress: it cannot be skipped
         await pilot.pause()
         modal = app.screen
-        assert isinstance(modal, FormModal) and modal.query_one("#form-box").border_title == "Skip step delta"
+        assert isinstance(modal, FormDialog) and modal.query_one("#form-box").border_title == "Skip step delta"
         await pilot.press("enter")  # empty reason: asked again, nothing written
         assert text_of(modal.query_one("#form-error", Static)) == "A reason is required to skip a step."
         await pilot.press(*keys("n/a"), "enter")
@@ -142,7 +143,7 @@ async def test_override_needs_an_authority_and_a_reason_and_is_marked(rb_room: C
         await pilot.press("down", "down", "o")
         await pilot.pause()
         modal = app.screen
-        assert isinstance(modal, FormModal)
+        assert isinstance(modal, FormDialog)
         await pilot.press("ctrl+s")
         assert text_of(modal.query_one("#form-error", Static)) == "Choose the authority who allows the override."
         await pilot.press("enter", "down", "enter", "tab")  # open the list, pick Cutover Lead

@@ -1,4 +1,4 @@
-"""Snapshots of mode 5 (integrations), the entity drill-down, time travel and running checks,
+"""Snapshots of mode 5 (integrations, with trends), time travel and running checks,
 at 80x24 (SSH, tmux) and 160x48 (wall screen), on the integration world with a frozen clock.
 
 Sync tests (snap_compare runs its own loop). Update with `pytest --snapshot-update` and look at
@@ -78,14 +78,6 @@ def test_integrations_no_color_80x24(snap_compare: SnapCompare, room: ControlRoo
     """Without colour the SLO breach, BREACH and the alarming figures still stand out (reverse video)."""
     monkeypatch.setenv("NO_COLOR", "1")
     assert snap_compare(app_for(room), terminal_size=(80, 24), run_before=steps("5"))
-
-
-def test_entity_80x24(snap_compare: SnapCompare, room: ControlRoom) -> None:
-    assert snap_compare(app_for(room), terminal_size=(80, 24), run_before=steps("2", "e"))
-
-
-def test_entity_160x48(snap_compare: SnapCompare, room: ControlRoom) -> None:
-    assert snap_compare(app_for(room), terminal_size=(160, 48), run_before=steps("2", "e"))
 
 
 def test_time_travel_dialog_80x24(snap_compare: SnapCompare, room: ControlRoom) -> None:

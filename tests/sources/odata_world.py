@@ -1,0 +1,57 @@
+"""Starts odatapy (tests/sources/odata_world_server.py) serving a demo world's whole source.db on 127.0.0.1.
+
+The data checks then read the very rows the SQLite source holds, over OData, and must reach the
+same figures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.peers.odata_peer import OdataPeer, require_odatapy
+
+SERVER = Path(__file__).resolve().parent / "odata_world_server.py"
+
+
+def start_world_service(
+    folder: Path,
+    database: Path,
+    *,
+    page_size: int | None = 500,
+    apply: bool = True,
+    bearer: str | None = None,
+    timeout: float = 120.0,
+) -> OdataPeer:
+    """Starts the service over `database` and waits (generously: the machine may be loaded) until it listens."""
+    require_odatapy()
+    folder.mkdir(parents=True, exist_ok=True)
+    ready = folder / "ready.json"
+    config = {
+        "readyFile": str(ready),
+        "database": str(database),
+        "pageSize": page_size,
+        "apply": apply,
+        "bearer": bearer,
+        "requestLog": str(folder / "requests.log"),
+    }
+    config_path = folder / "odata.json"
+    config_path.write_text(json.dumps(config))
+    output = folder / "odata.out"
+    with output.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(SERVER), str(config_path)],
+            stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+        )
+    give_up = time.monotonic() + timeout
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > give_up:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"the OData server did not start: {output.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    info = json.loads(ready.read_text())
+    return OdataPeer(info["root"] + "/", int(info["port"]), process, folder / "requests.log", output)
