@@ -76,12 +76,19 @@ def start_odata_peer(
         "bearer": bearer,
         "requestLog": str(folder / "requests.log"),
     }
+    return launch(SERVER, folder, config, timeout)
+
+
+def launch(server: Path, folder: Path, config: dict[str, Any], timeout: float) -> OdataPeer:
+    """Runs the odatapy `server` script with `config` (written to FOLDER/odata.json) and waits,
+    generously (the machine may be loaded), for its ready file; its output goes to FOLDER/odata.out."""
+    ready = Path(config["readyFile"])
     config_path = folder / "odata.json"
     config_path.write_text(json.dumps(config))
     output = folder / "odata.out"
     with output.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, str(SERVER), str(config_path)],
+            [sys.executable, str(server), str(config_path)],
             stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
         )
     give_up = time.monotonic() + timeout

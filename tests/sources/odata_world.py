@@ -6,13 +6,9 @@ same figures.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from tests.peers.odata_peer import OdataPeer, require_odatapy
+from tests.peers.odata_peer import OdataPeer, launch, require_odatapy
 
 SERVER = Path(__file__).resolve().parent / "odata_world_server.py"
 
@@ -38,20 +34,4 @@ def start_world_service(
         "bearer": bearer,
         "requestLog": str(folder / "requests.log"),
     }
-    config_path = folder / "odata.json"
-    config_path.write_text(json.dumps(config))
-    output = folder / "odata.out"
-    with output.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(SERVER), str(config_path)],
-            stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-        )
-    give_up = time.monotonic() + timeout
-    while not ready.exists():
-        if process.poll() is not None or time.monotonic() > give_up:
-            process.kill()
-            process.wait()
-            raise RuntimeError(f"the OData server did not start: {output.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.05)
-    info = json.loads(ready.read_text())
-    return OdataPeer(info["root"] + "/", int(info["port"]), process, folder / "requests.log", output)
+    return launch(SERVER, folder, config, timeout)

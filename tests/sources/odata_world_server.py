@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import sqlite3
 import sys
 import threading
 from datetime import datetime
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from odatapy.data import Entity, ValueType
 from odatapy.edm.csdl import (
@@ -40,6 +37,9 @@ from odatapy.edm.csdl import (
 from odatapy.server import OData
 from odatapy.server.adapters import ODataWSGIApp
 from odatapy.server.inmemory import InMemoryDataStore, InMemoryProcessor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "peers" / "odata"))
+from server import serve  # noqa: E402 - the peer's serving loop, shared (this runs as a script)
 
 NAMESPACE = "LegacyCrm"
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -138,15 +138,6 @@ class Gate:
         return self.app(environ, start_response)
 
 
-class ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        pass
-
-
 def main(config_path: str) -> None:
     config = json.loads(Path(config_path).read_text())
     db = sqlite3.connect(config["database"])
@@ -160,20 +151,7 @@ def main(config_path: str) -> None:
         store.set_entities(table.name, [to_entity(table, r) for r in rows])
     db.close()
     handler.register(InMemoryProcessor(store, page_size=config.get("pageSize")))
-    app = Gate(ODataWSGIApp(handler, mount_path="/odata"), config)
-    server = make_server("127.0.0.1", 0, app, server_class=ThreadingServer, handler_class=QuietHandler)
-    port = server.server_address[1]
-    ready = Path(config["readyFile"])
-    tmp = ready.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"port": port, "root": f"http://127.0.0.1:{port}/odata"}))
-    tmp.replace(ready)
-
-    def stop(*_: Any) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    threading.Thread(target=lambda: (sys.stdin.read(), stop()), daemon=True).start()
-    server.serve_forever()
+    serve(Gate(ODataWSGIApp(handler, mount_path="/odata"), config), Path(config["readyFile"]))
 
 
 if __name__ == "__main__":

@@ -116,10 +116,14 @@ def main(config_path: str) -> None:
     store = InMemoryDataStore()
     store.set_entities("Accounts", [to_entity(row) for row in config["accounts"]])
     handler.register(InMemoryProcessor(store, page_size=config.get("pageSize")))
-    app = Gate(ODataWSGIApp(handler, mount_path="/odata"), config)
+    serve(Gate(ODataWSGIApp(handler, mount_path="/odata"), config), Path(config["readyFile"]))
+
+
+def serve(app: Callable[..., Iterable[bytes]], ready: Path) -> None:
+    """Serves `app` on a free port of 127.0.0.1 until SIGTERM or the end of stdin (the test's
+    process closing it); the service root is announced in the `ready` file, written atomically."""
     server = make_server("127.0.0.1", 0, app, server_class=ThreadingServer, handler_class=QuietHandler)
     port = server.server_address[1]
-    ready = Path(config["readyFile"])
     tmp = ready.with_suffix(".tmp")
     tmp.write_text(json.dumps({"port": port, "root": f"http://127.0.0.1:{port}/odata"}))
     tmp.replace(ready)
