@@ -70,6 +70,8 @@ class TimeTravelScreen(InTheRoom, ModalScreen[datetime | None]):
             options.add_options(Option(m.text, id=str(m.seq)) for m in self.moments)
         else:
             options.add_option(Option("The journal is empty: there is no past to visit yet.", disabled=True))
+        if options.has_focus and options.highlighted is None and self.moments:
+            options.highlighted = 0  # Down was pressed before the moments were read: as if after
 
     def action_focus_moments(self) -> None:
         """Down from the field goes to the list of moments, on the newest one."""

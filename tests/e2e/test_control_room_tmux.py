@@ -96,7 +96,7 @@ def test_control_room_every_screen_a_step_an_incident_history_and_quit(demo_conf
 
         # Time travel (t): back to the first moment in the list, marked, then live again.
         tmux.keys("room", "1", "t")
-        tmux.wait_for("room", lambda s: "Recent moments" in s and "#" in s, timeout=8)
+        tmux.wait_for("room", lambda s: "Recent moments" in s and re.search(r"UTC\s+#\d+\s", s), timeout=8)
         tmux.keys("room", "Down")
         time.sleep(0.3)
         tmux.keys("room", "Enter")

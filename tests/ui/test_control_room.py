@@ -390,6 +390,28 @@ async def test_time_travel_by_picked_moment_by_seq_and_escape_returns(iapp) -> N
         assert app.as_of is None
 
 
+async def test_down_pressed_before_the_moments_are_read_still_lands_on_the_newest(iapp, iroom: ControlRoom) -> None:
+    app = iapp()
+    gate = asyncio.Event()
+    read = iroom.recent_entries
+
+    async def slow_read(limit: int = 300):  # noqa: ANN202 - the journal read held back until Down
+        await gate.wait()
+        return await read(limit)
+
+    iroom.recent_entries = slow_read  # type: ignore[method-assign]
+    async with app.run_test(size=(100, 40)) as pilot:
+        await loaded(app)
+        await pilot.press("t", "down")
+        options = app.screen.query_one("#tt-moments", OptionList)
+        assert options.has_focus and options.option_count == 0
+        gate.set()
+        await until(lambda: options.option_count > 1)
+        await until(lambda: options.highlighted == 0)
+        await pilot.press("enter")
+        await until(lambda: app.as_of is not None)
+
+
 # ---------------------------------------------------------------------------------------------
 # long work: progress and cancel
 
