@@ -666,10 +666,13 @@ class SqlSource:
                 if not self.path.is_file():
                     raise SourceError(f"The source database {self.path} does not exist.")
                 uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+                db = None
                 try:
                     db = await aiosqlite.connect(uri, uri=True, timeout=self.busy_timeout)
                     await db.execute("PRAGMA query_only = ON")
                 except sqlite3.Error as exc:
+                    if db is not None:  # opened, then refused (e.g. locked): no handle left behind
+                        await db.close()
                     raise SourceError(f"The source database {self.path} could not be opened ({exc}).") from None
                 self._db = db
         return self._db
