@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from crmctl.checking import CheckContext
 from crmctl.connectors.errors import AggregateLimitExceeded, ConnectorError
-from crmctl.model import parse_iso
 from checks.common import CheckProblem
 from checks.compare import gather_all
+from checks.partitions import CREATED, created_bounds, instant, split
 from checks.keys import attribute
 
-CREATED = "createdon"
 PARTITION_TARGET = 40_000
 """Records per partition to aim for, comfortably under the 50,000 limit."""
 AGGREGATES = ("count", "sum", "min", "max")
@@ -78,21 +77,21 @@ class PartitionedAggregate:
         except AggregateLimitExceeded:
             pass
         self.method = "partitioned aggregate"
-        bounds = await self._created_bounds()
+        bounds = await created_bounds(self.ctx.dynamics, self.entity_set, self._and(f"{CREATED} ne null"), self.ctx.dynamics_log)
         if bounds is None:
             return await self._apply(self._and(f"{CREATED} eq null"))
         low, high = bounds
         parts = max(2, math.ceil((await self._hint()) / PARTITION_TARGET))
         self.partitions = 0
         undated = self._apply(self._and(f"{CREATED} eq null"))
-        results = await gather_all(undated, *(self._range(a, b) for a, b in _split(low, high + timedelta(seconds=1), parts)))
+        results = await gather_all(undated, *(self._range(a, b) for a, b in split(low, high + timedelta(seconds=1), parts)))
         merged: Groups = {}
         for groups in results:
             self._merge(merged, groups)
         return merged
 
     async def _range(self, low: datetime, high: datetime) -> Groups:
-        condition = f"{CREATED} ge {_literal(low)} and {CREATED} lt {_literal(high)}"
+        condition = f"{CREATED} ge {instant(low)} and {CREATED} lt {instant(high)}"
         try:
             groups = await self._apply(self._and(condition))
             self.partitions += 1
@@ -101,10 +100,10 @@ class PartitionedAggregate:
             if high - low <= timedelta(seconds=1):
                 raise CheckProblem(
                     f"More than 50,000 {self.entity_set} records were created within one second "
-                    f"({_literal(low)}): Dynamics cannot aggregate them and they cannot be split further."
+                    f"({instant(low)}): Dynamics cannot aggregate them and they cannot be split further."
                 ) from None
         merged: Groups = {}
-        for groups in await gather_all(*(self._range(a, b) for a, b in _split(low, high, 2))):
+        for groups in await gather_all(*(self._range(a, b) for a, b in split(low, high, 2))):
             self._merge(merged, groups)
         return merged
 
@@ -142,30 +141,3 @@ class PartitionedAggregate:
         except ConnectorError:
             return 0
         return int(counts.get(name, 0) or 0)
-
-    async def _created_bounds(self) -> tuple[datetime, datetime] | None:
-        ends = []
-        for direction in ("asc", "desc"):
-            body = await self.ctx.dynamics.get_json(
-                self.entity_set,
-                {"$select": CREATED, "$filter": self._and(f"{CREATED} ne null"),
-                 "$orderby": f"{CREATED} {direction}", "$top": "1"},
-                log=self.ctx.dynamics_log,
-            )
-            rows = body.get("value") or []
-            if not rows or not rows[0].get(CREATED):
-                return None
-            ends.append(parse_iso(rows[0][CREATED]).replace(microsecond=0))
-        return ends[0], ends[1]
-
-
-def _split(low: datetime, high: datetime, parts: int) -> list[tuple[datetime, datetime]]:
-    """[low, high) in `parts` whole-second ranges (fewer when the span is short)."""
-    seconds = max(1, int((high - low).total_seconds()))
-    parts = max(1, min(parts, seconds))
-    edges = [low + timedelta(seconds=seconds * i // parts) for i in range(parts)] + [high]
-    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
-
-
-def _literal(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

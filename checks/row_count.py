@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec
 from crmctl.connectors.errors import AggregateLimitExceeded, ConnectorError
-from crmctl.model import CheckResult, Status, parse_iso
+from crmctl.model import CheckResult, Status
+from checks.partitions import CREATED, created_bounds, instant, split
 from checks.keys import source_queries
 
 AGGREGATE_LIMIT = 50_000
 """Dataverse's aggregate input limit; partitions aim well below it."""
 PARTITION_TARGET = 40_000
 """Records per partition to aim for when a snapshot hint says how many there are."""
-CREATED = "createdon"
 
 
 class RowCount:
@@ -114,14 +114,14 @@ class DataverseCounter:
         except AggregateLimitExceeded:
             pass
         self.method = "partitioned aggregate"
-        bounds = await self._created_bounds()
+        bounds = await created_bounds(self._ctx.dynamics, self._set, f"{CREATED} ne null", self._ctx.dynamics_log)
         if bounds is None:
             self.method = "key scan"
             return await self._scan(None)
         low, high = bounds
         hint = await _snapshot_hint(self._ctx, self._ctx.entity.name)
         parts = max(2, math.ceil((hint or 0) / PARTITION_TARGET))
-        ranges = _split(low, high + timedelta(seconds=1), parts)
+        ranges = split(low, high + timedelta(seconds=1), parts)
         self.partitions = 0
         counts = await asyncio.gather(self._count_undated(), *(self._count_range(a, b) for a, b in ranges))
         return sum(counts)
@@ -137,7 +137,7 @@ class DataverseCounter:
 
     async def _count_range(self, low: datetime, high: datetime) -> int:
         """Counts createdon in [low, high), halving the range while Dynamics refuses it."""
-        filter_ = f"{CREATED} ge {_literal(low)} and {CREATED} lt {_literal(high)}"
+        filter_ = f"{CREATED} ge {instant(low)} and {CREATED} lt {instant(high)}"
         try:
             count = await self._aggregate(filter_)
             self.partitions += 1
@@ -150,7 +150,7 @@ class DataverseCounter:
                 self.method = "partitioned aggregate + key scan"
                 self.partitions += 1
                 return await self._scan(filter_)
-        halves = _split(low, high, 2)
+        halves = split(low, high, 2)
         counts = await asyncio.gather(*(self._count_range(a, b) for a, b in halves))
         return sum(counts)
 
@@ -169,31 +169,3 @@ class DataverseCounter:
             self.counted += len(page)
             self._ctx.report_progress(rows=self.counted, pages=self.partitions)
         return total
-
-    async def _created_bounds(self) -> tuple[datetime, datetime] | None:
-        """The oldest and newest createdon, or None when the entity has no usable createdon."""
-        ends = []
-        for direction in ("asc", "desc"):
-            body = await self._ctx.dynamics.get_json(
-                self._set,
-                {"$select": CREATED, "$filter": f"{CREATED} ne null", "$orderby": f"{CREATED} {direction}", "$top": "1"},
-                log=self._ctx.dynamics_log,
-            )
-            rows = body.get("value") or []
-            if not rows or not rows[0].get(CREATED):
-                return None
-            ends.append(parse_iso(rows[0][CREATED]).replace(microsecond=0))
-        return ends[0], ends[1]
-
-
-def _split(low: datetime, high: datetime, parts: int) -> list[tuple[datetime, datetime]]:
-    """Splits [low, high) into `parts` whole-second ranges (fewer if the range is short)."""
-    seconds = max(1, int((high - low).total_seconds()))
-    parts = max(1, min(parts, seconds))
-    edges = [low + timedelta(seconds=seconds * i // parts) for i in range(parts)] + [high]
-    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
-
-
-def _literal(ts: datetime) -> str:
-    """An unquoted OData DateTimeOffset literal at second precision, as Dataverse stores them."""
-    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
