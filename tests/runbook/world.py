@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from crmctl.clock import FrozenClock
 from crmctl.config.sections import (
@@ -198,3 +198,17 @@ async def write_scene(config: Config, *, proposal: bool = True) -> None:
         await rig.results(demo_like(rig.clock.now()))
     finally:
         await store.close()
+
+
+def scene_room(tmp_path: Path, actor: Actor) -> Iterator[ControlRoom]:
+    """A fixture body: the scene journalled under `tmp_path`, opened as `actor` on a frozen clock."""
+    import asyncio
+
+    config = build_config(tmp_path)
+    asyncio.run(write_scene(config))
+    clock = FrozenClock(SCENE_NOW)
+    store = asyncio.run(Store.open(config.state, clock=clock))
+    try:
+        yield ControlRoom(config, store, None, actor=actor, clock=clock)
+    finally:
+        asyncio.run(store.close())

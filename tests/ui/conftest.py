@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 from textual.content import Content
@@ -87,6 +87,17 @@ async def until(predicate: Callable[[], object], timeout: float = 2.0) -> float:
         if time.monotonic() - start > timeout:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+def after_load(*press: str) -> Callable[[Any], object]:
+    """A snapshot's run_before: waits for the first journal read, presses `press`, lets it settle."""
+
+    async def run_before(pilot: Any) -> None:
+        await until(lambda: pilot.app.snapshot.loaded)
+        await pilot.press(*press)
+        await pilot.pause()
+
+    return run_before
 
 
 async def loaded(app: CrmctlApp) -> None:

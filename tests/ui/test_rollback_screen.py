@@ -3,7 +3,6 @@ decision with D (refusals kept in the dialog), read-only sessions, and snapshots
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator
 
@@ -18,8 +17,8 @@ from crmctl.store import Store
 from screens.app import CrmctlApp
 from screens.rollback import RollbackScreen
 from screens.widgets.form import FormDialog
-from tests.runbook.world import ALICE, BOB, MIN, PONR, SCENE_NOW, build_config, count_result, write_scene
-from tests.ui.conftest import FAST, text_of, until
+from tests.runbook.world import ALICE, BOB, MIN, PONR, SCENE_NOW, build_config, count_result, scene_room, write_scene
+from tests.ui.conftest import FAST, after_load, text_of, until
 
 SnapCompare = Callable[..., bool]
 
@@ -159,23 +158,7 @@ async def test_read_only_sessions_cannot_decide(scene: tuple[ControlRoom, Contro
 
 @pytest.fixture
 def snap_room(tmp_path: Path) -> Iterator[ControlRoom]:
-    config = build_config(tmp_path)
-    asyncio.run(write_scene(config))
-    clock = FrozenClock(SCENE_NOW)
-    store = asyncio.run(Store.open(config.state, clock=clock))
-    try:
-        yield ControlRoom(config, store, None, actor=BOB, clock=clock)
-    finally:
-        asyncio.run(store.close())
-
-
-def after_load(*press: str) -> Callable[[Pilot[None]], object]:
-    async def run_before(pilot: Pilot[None]) -> None:
-        await until(lambda: pilot.app.snapshot.loaded)  # type: ignore[attr-defined]
-        await pilot.press(*press)
-        await pilot.pause()
-
-    return run_before
+    yield from scene_room(tmp_path, BOB)
 
 
 def test_rollback_80x24(snap_compare: SnapCompare, snap_room: ControlRoom) -> None:

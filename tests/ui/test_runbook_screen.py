@@ -3,7 +3,6 @@ read-only sessions, and snapshots at 80x24 and 160x48."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator
 
@@ -18,8 +17,8 @@ from crmctl.store import Store
 from screens.app import CrmctlApp
 from screens.runbook import RunbookScreen, RunbookTable
 from screens.widgets.form import FormDialog
-from tests.runbook.world import ALICE, BOB, SCENE_NOW, build_config, write_scene
-from tests.ui.conftest import FAST, text_of, until
+from tests.runbook.world import ALICE, BOB, SCENE_NOW, build_config, scene_room, write_scene
+from tests.ui.conftest import FAST, after_load, text_of, until
 
 SnapCompare = Callable[..., bool]
 
@@ -207,23 +206,7 @@ async def test_another_sessions_step_shows_within_a_second(rb_room: ControlRoom)
 
 @pytest.fixture
 def snap_room(tmp_path: Path) -> Iterator[ControlRoom]:
-    config = build_config(tmp_path)
-    asyncio.run(write_scene(config))
-    clock = FrozenClock(SCENE_NOW)
-    store = asyncio.run(Store.open(config.state, clock=clock))
-    try:
-        yield ControlRoom(config, store, None, actor=ALICE, clock=clock)
-    finally:
-        asyncio.run(store.close())
-
-
-def after_load(*press: str) -> Callable[[Pilot[None]], object]:
-    async def run_before(pilot: Pilot[None]) -> None:
-        await until(lambda: pilot.app.snapshot.loaded)  # type: ignore[attr-defined]
-        await pilot.press(*press)
-        await pilot.pause()
-
-    return run_before
+    yield from scene_room(tmp_path, ALICE)
 
 
 def test_runbook_80x24(snap_compare: SnapCompare, snap_room: ControlRoom) -> None:
