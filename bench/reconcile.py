@@ -11,7 +11,8 @@ measures in this process:
 2. the `reconcile` check itself (engine-free: one CheckContext, as the engine builds it), whose
    result must equal the planted differences exactly.
 
-Printed: wall times, requests, peak RSS of this process (the emulator's is shown separately),
+After one untimed warm-up download, `--repeat` pairs run back to back, alternating which of the
+two goes first. Printed: median wall times, requests, peak RSS of this process (the emulator's is shown separately),
 and ratio = reconcile wall / download wall. Targets: ratio <= 1.25, peak RSS <= 300 MB.
 
     .venv/bin/python bench/reconcile.py                 # --rows 1000000 --differences 300
@@ -39,7 +40,7 @@ import uuid
 from statistics import median
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -171,17 +172,24 @@ class EmulatorProcess:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the emulator has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
 
 
 async def measure(
-    folder: Path, api_url: str, token: str, concurrency: int, page_size: int, repeat: int = 3
+    folder: Path, api_url: str, token: str, concurrency: int, page_size: int, repeat: int = 3,
+    server_cpu: Callable[[], float] = lambda: 0.0,
 ) -> dict[str, Any]:
-    """Runs the bare download, then the reconcile, `repeat` times in turn, against the emulator at `api_url`.
+    """Runs the bare download and the reconcile `repeat` times each, against the emulator at `api_url`.
 
-    Alternating the two and taking medians keeps a busy machine from favouring either.
+    Pairs run back to back, alternating which goes first, after one untimed warm-up download;
+    medians over the pairs keep a busy machine (or a warm cache) from favouring either side.
     """
     from checks.keys import plan_ranges
     from checks.reconcile import Reconcile
@@ -210,30 +218,43 @@ async def measure(
         rows = int(await source.scalar("SELECT COUNT(*) FROM accounts"))
         ranges = await plan_ranges(planning, "accounts", "account_id", rows)
         out["partitions"] = len(ranges)
-        for _ in range(repeat):
-            # 1. the floor: the key column of every range, paged, nothing else
-            log = QueryLog("dynamics")
-            began, cpu = time.perf_counter(), time.process_time()
 
+        # As many ranges in progress at once as the reconcile keeps (checks/compare.py): all 30
+        # at once would interleave more streams than there are connections, and be slower.
+        active = asyncio.Semaphore(concurrency + max(2, concurrency // 2))
+
+        async def download_all() -> list[int]:
             async def download(condition: str) -> int:
                 count = 0
-                async for page in client.pages("accounts", select=["new_legacyid"], filter=condition,
-                                               orderby="new_legacyid asc", log=log):
-                    count += len(page)
+                async with active:
+                    async for page in client.pages("accounts", select=["new_legacyid"], filter=condition,
+                                                   orderby="new_legacyid asc", log=log):
+                        count += len(page)
                 return count
 
-            counts = await asyncio.gather(*(download(r.odata("new_legacyid")) for r in ranges))
-            out.setdefault("download_s", []).append(time.perf_counter() - began)
-            out.setdefault("download_cpu_s", []).append(time.process_time() - cpu)
-            out["download_rows"] = sum(counts)
-            out["download_requests"] = log.requests
-            # 2. the reconcile check, right after, under the same conditions
-            ctx = context(client, source, "account.reconcile")
-            began, cpu = time.perf_counter(), time.process_time()
-            result = await Reconcile().run(ctx)
-            out.setdefault("reconcile_s", []).append(time.perf_counter() - began)
-            out.setdefault("reconcile_cpu_s", []).append(time.process_time() - cpu)
-            out["result"] = result
+            return await asyncio.gather(*(download(r.odata("new_legacyid")) for r in ranges))
+
+        # One untimed pass first: the emulator's and the OS's caches are then as warm for the first
+        # measured run as for the later ones (a long-running Dataverse is never cold either).
+        log = QueryLog("dynamics")
+        await download_all()
+        for turn in range(repeat):
+            # The two alternate which goes first (download, reconcile; reconcile, download; ...):
+            # whatever the one run first leaves warm or busy favours each side equally often.
+            for step in (("download", "reconcile") if turn % 2 == 0 else ("reconcile", "download")):
+                began, cpu, served = time.perf_counter(), time.process_time(), server_cpu()
+                if step == "download":
+                    # 1. the floor: the key column of every range, paged, nothing else
+                    log = QueryLog("dynamics")
+                    counts = await download_all()
+                    out["download_rows"] = sum(counts)
+                    out["download_requests"] = log.requests
+                else:
+                    # 2. the reconcile check, under the same conditions
+                    out["result"] = await Reconcile().run(context(client, source, "account.reconcile"))
+                out.setdefault(f"{step}_s", []).append(time.perf_counter() - began)
+                out.setdefault(f"{step}_cpu_s", []).append(time.process_time() - cpu)
+                out.setdefault(f"{step}_server_cpu_s", []).append(server_cpu() - served)
     finally:
         await client.close()
         await source.close()
@@ -247,7 +268,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--page-size", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=3, help="download/reconcile pairs to take medians over")
+    parser.add_argument("--repeat", type=int, default=4, help="download/reconcile pairs to take medians over")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--world", type=Path, help="keep the world in this folder and reuse it on later runs")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the measured work here")
@@ -264,7 +285,8 @@ def main() -> int:
         build_s = time.perf_counter() - began
         emulator = EmulatorProcess(folder / "dataverse.db")
         try:
-            work = measure(folder, emulator.api_url, emulator.token, args.concurrency, args.page_size, args.repeat)
+            work = measure(folder, emulator.api_url, emulator.token, args.concurrency, args.page_size, args.repeat,
+                           emulator.cpu_s)
             if args.profile:
                 import cProfile
 
@@ -313,6 +335,8 @@ def _report(args: argparse.Namespace, truth: dict[str, Any], figures: dict[str, 
         "download_s": round(download_s, 3), "download_requests": figures["download_requests"],
         "reconcile_s": round(reconcile_s, 3), "reconcile_requests": gets,
         "download_cpu_s": round(download_cpu, 3), "reconcile_cpu_s": round(reconcile_cpu, 3),
+        "download_server_cpu_s": round(median(figures["download_server_cpu_s"]), 3),
+        "reconcile_server_cpu_s": round(median(figures["reconcile_server_cpu_s"]), 3),
         "reconcile_sql_queries": result.requests - gets, "ratio": round(ratio, 3),
         "ratios": [round(r / d, 3) for r, d in zip(figures["reconcile_s"], figures["download_s"])],
         "peak_rss_mb": round(peak_mb, 1), "emulator_peak_rss_mb": round(emulator_rss, 1),
@@ -326,10 +350,12 @@ def _report(args: argparse.Namespace, truth: dict[str, Any], figures: dict[str, 
         print(f"world: {args.rows:,} source rows, {args.differences} planted differences, built in {build_s:.1f} s")
         print(f"bare download of the key column: {figures['download_rows']:,} keys, {figures['download_requests']} "
               f"requests over {figures['partitions']} ranges at concurrency {args.concurrency}: "
-              f"{download_s:.2f} s (median of {args.repeat}; client CPU {download_cpu:.2f} s)")
+              f"{download_s:.2f} s (median of {args.repeat}; client CPU {download_cpu:.2f} s, emulator CPU "
+              f"{report['download_server_cpu_s']:.2f} s)")
         print(f"reconcile: {result.status.value}, {values.get('missing')} missing, {values.get('extra')} extra, "
               f"{values.get('unkeyed')} without key; exact: {exact}; {gets} requests + {result.requests - gets} SQL "
-              f"queries; {reconcile_s:.2f} s (median; client CPU {reconcile_cpu:.2f} s; {values.get('method')})")
+              f"queries; {reconcile_s:.2f} s (median; client CPU {reconcile_cpu:.2f} s, emulator CPU "
+              f"{report['reconcile_server_cpu_s']:.2f} s; {values.get('method')})")
         print(f"ratio reconcile / download: {ratio:.3f} (target <= 1.25; pairs: {report['ratios']})")
         print(f"peak RSS of this process: {peak_mb:.0f} MB (target <= 300 MB); emulator process: {emulator_rss:.0f} MB")
         print(f"load average while measuring: {report['load_average']} on {os.cpu_count()} CPUs")

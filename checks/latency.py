@@ -20,6 +20,7 @@ from crmctl.baseline_stats import METHOD, PERCENTILES, percentile  # one definit
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec, SloConfig
 from crmctl.connectors.errors import ConnectorError
+from crmctl.connectors.limits import request_chain
 from crmctl.connectors.querylog import QueryLog, redact_url
 from crmctl.model import CheckResult, Status
 
@@ -76,11 +77,17 @@ async def _sample_all(
     gate = asyncio.Semaphore(concurrency)
     done: list[_Sample] = []
     stop = asyncio.Event()
+    started = 0
 
     async def one() -> None:
+        nonlocal started
         async with gate:
             if stop.is_set():
                 return
+            # The samples are a chain (at most `concurrency` at once): tell the shared limiter how
+            # long it still is, so that the check is not left for last behind the sweep's scans.
+            request_chain.set(-(-(samples - started) // concurrency))
+            started += 1
             sample = await _sample(ctx, slo.query)
             done.append(sample)
             if sum(1 for s in done if s.error) > max_errors:

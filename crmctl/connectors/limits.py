@@ -14,6 +14,12 @@ check that sends it: `request_owner`, set by the engine per check run, or `slot(
 a freed connection goes to the caller with the fewest requests in flight, ties to the one
 served longest ago, and within one caller first come, first served. A check with nothing in
 flight therefore never waits behind a check that already has a request on the wire.
+
+Among callers holding equally many, the one with the longest chain still ahead goes first
+(`request_chain`: how many requests it must still send one after another, declared by the
+check). That is critical-path-first list scheduling: at the start of a sweep every check holds
+nothing, and a latency check with 20 samples to take in a row would otherwise wait its turn
+behind every other check's first page, again and again, and the sweep would end with it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,14 @@ request_owner: ContextVar[str | None] = ContextVar("crmctl_request_owner", defau
 The engine sets it around each check run's task, so every request the check sends, from any
 task it starts, is counted as that check's. Requests sent outside a check (probes, the CLI)
 belong to no one and share one turn.
+"""
+
+request_chain: ContextVar[int] = ContextVar("crmctl_request_chain", default=0)
+"""How many requests the current caller must still send one after another (its critical path).
+
+A check that can only go one request at a time (api_latency's samples) sets it before each
+request; ties in fair admission go to the longest remaining chain. 0 (the default) claims
+nothing: a scan whose pages go out in parallel does not need to.
 """
 
 
@@ -112,6 +126,8 @@ class TargetLimiter:
         """Waiters per owner, oldest first; an owner is present only while it has waiters."""
         self._held: dict[str | None, int] = {}
         """Connections held per owner (handed over, not yet released)."""
+        self._chain: dict[str | None, int] = {}
+        """Per waiting owner, the chain it declared when it last queued (`request_chain`)."""
         self._served_at: dict[str | None, float] = {}
         """Per owner, the admission tick of its latest grant (or of joining the queue): ties go
         to the least recent, so owners holding equally many connections take turns."""
@@ -143,7 +159,7 @@ class TargetLimiter:
         t0 = self.clock.monotonic()
         try:
             self._refuse_if_hopeless(deadline, t0)
-            await self._acquire_concurrency(deadline, who)
+            await self._acquire_concurrency(deadline, who, request_chain.get())
         except BaseException:
             self._waited += self.clock.monotonic() - t0
             raise
@@ -244,11 +260,12 @@ class TargetLimiter:
             f"is spent for another {wait:.0f} s, which is past this check's deadline."
         )
 
-    async def _acquire_concurrency(self, deadline: float | None, owner: str | None) -> None:
+    async def _acquire_concurrency(self, deadline: float | None, owner: str | None, chain: int = 0) -> None:
         if self._free > 0 and not self._queues:
             self._grant(owner)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._chain[owner] = chain
         if owner not in self._served_at:
             # A caller new to the rotation goes behind those waiting since before the latest
             # grant, but ahead of the owner of that grant: it has just had its turn.
@@ -305,12 +322,17 @@ class TargetLimiter:
             pass
         if not queue:
             del self._queues[owner]
+            self._chain.pop(owner, None)
             if owner not in self._held:
                 self._served_at.pop(owner, None)
 
     def _next_owner(self) -> str | None:
-        """The waiting owner with the fewest connections held; ties: the one served longest ago."""
-        return min(self._queues, key=lambda o: (self._held.get(o, 0), self._served_at.get(o, 0)))
+        """The waiting owner with the fewest connections held; ties: the longest chain still ahead,
+        then the one served longest ago."""
+        return min(
+            self._queues,
+            key=lambda o: (self._held.get(o, 0), -self._chain.get(o, 0), self._served_at.get(o, 0)),
+        )
 
     def _dispatch(self) -> None:
         """Hands free connections to waiters, fairest first (see the module docstring)."""
@@ -320,6 +342,7 @@ class TargetLimiter:
             waiter = queue.popleft()
             if not queue:
                 del self._queues[owner]
+                self._chain.pop(owner, None)
             if waiter.done():  # cancelled while queued: skip it, and forget an owner left idle
                 if owner not in self._queues and owner not in self._held:
                     self._served_at.pop(owner, None)

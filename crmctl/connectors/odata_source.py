@@ -585,6 +585,9 @@ class OdataSource:
     ) -> None:
         delay = retry_after if retry_after is not None else self.backoff * 2**attempt
         if deadline is not None and time.monotonic() + delay >= deadline:
+            if retry_after is not None:  # say what the service asked for, not just that time ran out
+                raise SourceError(f"The OData source asked crmctl to back off {retry_after:g} s before retrying "
+                                  f"{what} ({detail}), which is past the check's deadline.")
             raise SourceError(f"The OData source failed {what} ({detail}) and the check's time ran out.")
         await asyncio.sleep(delay)
 
@@ -630,6 +633,8 @@ def _sentence(status: int, body: bytes, what: str) -> str:
     detail = scrub(message).rstrip(" .")
     if status in (401, 403):
         return f"The OData source refused crmctl's credentials for {what}{tag}."
+    if status == 429:  # "rejected" would read as a refusal of the query itself
+        return f"The OData source kept throttling {what}{tag}; crmctl backed off as asked until its retries ran out."
     if status == 404:
         found = f": {detail}" if detail else ""
         return f"The OData source has nothing at {what}{found}{tag}; names are case sensitive."

@@ -1007,7 +1007,7 @@ class Emulator:
                 parts.append(f',"@{_GLOBAL_MD}":"{len(self._entities)}"')
             parts.append(',"value":[')
             if page is not None:
-                parts.append(",".join(page.rows))
+                parts.append(page.body)
             parts.append("]")
             if page is not None and page.more and not top_limited:
                 token = encode_skiptoken(keys, page_no, page.last, page.first)

@@ -132,3 +132,28 @@ async def test_failed_samples_count_as_errors_not_latencies(demo_config: Path) -
 async def test_an_unknown_slo_is_error(demo_config: Path) -> None:
     result, log = await _run(_config(demo_config, params={"slo": "acount-view"}))
     assert result.status is Status.ERROR and "No SLO 'acount-view'" in result.explanation and log == []
+
+
+async def test_the_samples_declare_the_chain_still_ahead(demo_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared limiter is told how many samples are still to go one after another, so that it
+    can put the check ahead of scans that hold as few connections (crmctl/connectors/limits.py)."""
+    from contextlib import asynccontextmanager
+
+    from crmctl.connectors.limits import TargetLimiter, request_chain, request_owner
+
+    seen: list[tuple[str | None, int]] = []
+    slot = TargetLimiter.slot
+
+    @asynccontextmanager
+    async def recording(self: TargetLimiter, deadline: float | None = None, *, owner: str | None = None):  # type: ignore[no-untyped-def]
+        seen.append((request_owner.get(), request_chain.get()))
+        async with slot(self, deadline, owner=owner):
+            yield
+
+    monkeypatch.setattr(TargetLimiter, "slot", recording)
+    slo = SloConfig(id="account-view", query="accounts?$select=name&$top=50", p95_ms=500, samples=6)
+    result, _ = await _run(_config(demo_config, slo=slo, params={"concurrency": 2}))
+    assert result.status is Status.OK and result.values["measured"] == 6
+    chains = [chain for owner, chain in seen if owner == "account-view.latency"]
+    assert chains == [3, 3, 2, 2, 1, 1]  # ceil(samples still to take / 2), as each one starts
+    assert request_chain.get() == 0  # the caller's context is untouched

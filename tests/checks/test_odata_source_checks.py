@@ -11,6 +11,8 @@ streamed fold when the service has no aggregation extension.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +21,7 @@ import pytest
 from crmctl.model import CheckResult, Status
 from tests.checks.datachecks import KPI, ONE_OF_EACH, assert_error, run, verify, world, write_config
 from tests.peers.odata_peer import OdataPeer
+from tests.peers.odata_proxy import ODataFaultProxy
 from tests.sources.odata_world import start_world_service
 
 EXTRA = """\
@@ -170,6 +173,86 @@ async def test_an_unreachable_odata_source_is_error_for_every_kind(small: Path, 
     assert set(results) == set(ONE_EACH)
     for result in results.values():
         assert_error(result, "could not reach the odata source")
+
+
+def every_kind() -> str:
+    """One check of every kind in ONE_EACH, each with its kind as its id, for one run of them all."""
+    return "".join(line.replace("id: x,", f"id: {kind},") for kind, line in ONE_EACH.items())
+
+
+RETRY_AFTER = 1.0
+"""Seconds the throttle storm asks for: long enough to tell a wait from none, short enough for `make test`."""
+
+
+def secret_free_everywhere(results: dict[str, CheckResult], folder: Path, *secrets: str) -> None:
+    """No secret in any result (explanation, values, queries) nor in any file the run wrote (journal, state)."""
+    for result in results.values():
+        blob = json.dumps(result.to_json())
+        assert not any(s in blob for s in secrets), result.check_id
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(s.encode() in data for s in secrets), path
+
+
+async def test_an_odata_source_throttling_past_the_retries_is_error_for_every_kind(
+    small: Path, service: OdataPeer, tmp_path: Path
+) -> None:
+    """Every request is answered 429 with Retry-After: each check waits as asked, retries, and
+    ends ERROR saying it was throttled; no figure comes out of data it could not read."""
+    async with ODataFaultProxy(service.root, throttle=RETRY_AFTER) as proxy:
+        results = (await run(odata_config(tmp_path, small, every_kind(), proxy.url))).results
+    assert set(results) == set(ONE_EACH)
+    for result in results.values():
+        assert_error(result, "kept throttling")
+        assert "(429" in result.explanation, result.explanation
+    assert proxy.seen and all(s.status == 429 for s in proxy.seen)
+    by_path: dict[str, list[float]] = {}
+    for s in proxy.seen:
+        by_path.setdefault(s.path_qs, []).append(s.at)
+    # Every kind's first source query differs, so each path is one request and its retries.
+    assert len(by_path) == len(ONE_EACH), sorted(by_path)
+    for path, arrivals in by_path.items():
+        assert len(arrivals) >= 2, f"{path} was never retried"
+        gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+        assert min(gaps) >= RETRY_AFTER, f"{path} came back {min(gaps):.3f} s after a 429 asking for {RETRY_AFTER} s"
+
+
+async def test_a_retry_after_past_the_deadline_is_error_for_every_kind_without_waiting(
+    small: Path, service: OdataPeer, tmp_path: Path
+) -> None:
+    """A 429 asking for a wait longer than the check has left: ERROR at once, never a retry that
+    would come back early, never a sleep past the deadline."""
+    checks = "".join(line[:-2] + ", timeout: 30s}\n" for line in every_kind().splitlines(keepends=True))
+    async with ODataFaultProxy(service.root, throttle=600) as proxy:
+        results = (await run(odata_config(tmp_path, small, checks, proxy.url))).results
+    assert set(results) == set(ONE_EACH)
+    for result in results.values():
+        assert_error(result, "asked crmctl to back off 600 s")
+        assert "past the check's deadline" in result.explanation and "(429" in result.explanation
+    paths = [s.path_qs for s in proxy.seen]
+    assert len(paths) == len(set(paths)) == len(ONE_EACH), "one request each, none sent again"
+
+
+async def test_an_odata_source_refusing_the_credentials_is_error_for_every_kind_and_no_secret_leaks(
+    small: Path, service: OdataPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """401 to user and password (sent as Basic, loopback http allows it): ERROR saying the
+    credentials were refused, and the password appears in no result and no file of the run."""
+    password = "0data-Pa55word-k7Qz"
+    basic = base64.b64encode(f"svc_crm:{password}".encode()).decode()
+    monkeypatch.setenv("CRMCTL_TEST_ODATA_PW", password)  # a literal password is refused by the loader
+    async with ODataFaultProxy(service.root, unauthorised=True) as proxy:
+        scheme, rest = proxy.url.split("://", 1)
+        url = f"{scheme}://svc_crm:${{env:CRMCTL_TEST_ODATA_PW}}@{rest}"
+        results = (await run(odata_config(tmp_path, small, every_kind(), url))).results
+    assert set(results) == set(ONE_EACH)
+    for result in results.values():
+        assert_error(result, "refused crmctl's credentials")
+        assert "(401" in result.explanation, result.explanation
+    assert proxy.seen and all(s.status == 401 and s.authorization for s in proxy.seen), "credentials were offered"
+    assert len(proxy.seen) == len(ONE_EACH), "a refused password is not sent again"
+    secret_free_everywhere(results, tmp_path, password, basic)
 
 
 async def test_sql_only_parameters_say_so_on_an_odata_source(small: Path, service: OdataPeer, tmp_path: Path) -> None:

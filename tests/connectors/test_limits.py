@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from crmctl.connectors.errors import BudgetExhausted, DeadlineExceeded
-from crmctl.connectors.limits import TargetLimiter, request_owner
+from crmctl.connectors.limits import TargetLimiter, request_chain, request_owner
 
 
 class VirtualClock:
@@ -280,6 +280,58 @@ async def test_the_owner_comes_from_the_context_the_engine_sets() -> None:
         await gate.release_oldest()
     await asyncio.gather(*tasks)
     assert gate.granted == ["busy-0", "chain-0", "busy-1", "busy-2", "busy-3"]
+
+
+async def test_among_equals_the_longest_chain_still_ahead_goes_first() -> None:
+    # The start of a sweep: every check holds nothing. Without the chain, the latency check
+    # (queued last, 20 samples in a row) would wait behind each scan's first page every time.
+    limiter = TargetLimiter(1, 1000, 300.0)
+    gate = Gate(limiter)
+    tasks = [asyncio.create_task(gate.request("holder", "holder-0"))]
+    await settle()
+
+    async def chained(owner: str, label: str, chain: int) -> None:
+        request_chain.set(chain)
+        await gate.request(owner, label)
+
+    for owner in ("scan-a", "scan-b"):
+        tasks.append(asyncio.create_task(gate.request(owner, owner)))
+    tasks.append(asyncio.create_task(chained("latency", "latency", 20)))
+    tasks.append(asyncio.create_task(chained("orphans", "orphans", 2)))
+    await settle()
+    while len(gate.granted) < 5:
+        await gate.release_oldest()
+    await gate.release_oldest()
+    await asyncio.gather(*tasks)
+    assert gate.granted == ["holder-0", "latency", "orphans", "scan-a", "scan-b"]
+    assert limiter.stats().waiting == 0 and not limiter._chain  # nothing kept for finished callers
+
+
+async def test_a_chain_does_not_overtake_a_check_with_nothing_in_flight() -> None:
+    # Fewest held still comes first: a chain that already holds a connection (samples taken two
+    # at a time) cannot crowd out a check that holds none.
+    limiter = TargetLimiter(3, 1000, 300.0)
+    gate = Gate(limiter)
+
+    async def chained(label: str) -> None:
+        request_chain.set(10)
+        await gate.request("latency", label)
+
+    tasks = [asyncio.create_task(chained("latency-0"))]
+    tasks += [asyncio.create_task(gate.request("scan", f"scan-{i}")) for i in range(2)]
+    await settle()
+    tasks += [asyncio.create_task(chained("latency-1")), asyncio.create_task(gate.request("other", "other-0"))]
+    await settle()
+    await gate.release_oldest()  # latency-0 ends: latency holds 0 like other -> the chain first
+    assert gate.granted[-1] == "latency-1"
+    tasks.append(asyncio.create_task(chained("latency-2")))
+    await settle()
+    await gate.release_oldest()  # scan-0 ends: latency holds 1, other 0 -> other first
+    assert gate.granted[-1] == "other-0"
+    while gate._releases:
+        await gate.release_oldest()
+    await asyncio.gather(*tasks)
+    assert gate.granted == ["latency-0", "scan-0", "scan-1", "latency-1", "other-0", "latency-2"]
 
 
 async def test_a_cancelled_waiter_neither_holds_nor_loses_a_slot() -> None:

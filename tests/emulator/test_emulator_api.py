@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -325,3 +326,50 @@ async def test_wide_tables_beyond_sqlite_argument_limits(tmp_path: Path) -> None
         row = body["value"][0]
         assert list(row)[:3] == ["@odata.etag", "wideid", "c000"] and row["c149"] == 149
         assert len(row) == 152
+
+
+async def test_pages_carry_any_text_exactly_in_order_on_wide_and_narrow_tables(tmp_path: Path) -> None:
+    """A page leaves SQLite as one concatenated value (crmctl/emulator/queries.py run_list): rows
+    are separated by a control character and wide rows are spliced from several json_object
+    texts. Neither may show: text holding that character, braces at either end, quotes and
+    nulls come back exactly, and paging keeps every row once, in key order."""
+    from crmctl.emulator.storage import Attribute, EmulatorData, EntityDef
+
+    awkward = ["\x1e", "}", "{", "a}", "{b", '"}', "\\", "\x00x\x1f", "", "é ✓", "null", "],["]
+    wide = (Attribute("wideid", "guid"), Attribute("note", "string"), Attribute("flag", "bool")) + tuple(
+        Attribute(f"c{i:03d}", "int") for i in range(70)
+    )
+    narrow = (Attribute("narrowid", "guid"), Attribute("note", "string"), Attribute("flag", "bool"))
+    rows = [
+        {"note": text, "flag": None if i % 3 == 0 else bool(i % 2), **{f"c{j:03d}": (None if j == i else i * j) for j in range(70)}}
+        for i, text in enumerate(awkward)
+    ]
+    wide_ids = [str(uuid.uuid4()) for _ in rows]
+    narrow_ids = [str(uuid.uuid4()) for _ in rows]
+    with EmulatorData(tmp_path / "texts.db") as data:
+        data.define_entity(EntityDef("wide", "wides", "wideid", None, wide))
+        data.define_entity(EntityDef("narrow", "narrows", "narrowid", None, narrow))
+        data.insert_rows("wide", [{"wideid": i, **r} for i, r in zip(wide_ids, rows)])
+        data.insert_rows("narrow", [{"narrowid": i, "note": r["note"], "flag": r["flag"]} for i, r in zip(narrow_ids, rows)])
+    async with (
+        Emulator(tmp_path / "texts.db") as emu,
+        aiohttp.ClientSession(headers={**headers(emu), "Prefer": "odata.maxpagesize=5"}) as http,
+    ):
+        for entity_set, pk, ids in (("wides", "wideid", wide_ids), ("narrows", "narrowid", narrow_ids)):
+            url, got, pages = f"{emu.api_url}{entity_set}", [], 0
+            while url:
+                status, _, body = await get_json(http, url)
+                assert status == 200, body
+                assert len(body["value"]) <= 5
+                got += body["value"]
+                pages += 1
+                url = body.get("@odata.nextLink")
+            assert pages == 3 and len(got) == len(awkward)
+            assert [row[pk] for row in got] == sorted(ids)
+            by_id = {row[pk]: row for row in got}
+            for row_id, sent in zip(ids, rows):
+                row = by_id[row_id]
+                assert row["note"] == sent["note"] and row["flag"] == sent["flag"]
+                if entity_set == "wides":
+                    assert all(row[f"c{j:03d}"] == sent[f"c{j:03d}"] for j in range(70))
+                    assert len(row) == 2 + 2 + 70  # etag, id, note, flag, 70 numbers

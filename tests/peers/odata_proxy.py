@@ -11,14 +11,21 @@ and query evaluation stay odatapy's) rewrites what passes through:
 - ``repeat_first``: the second page's nextLink points back to the first page;
 - ``cap_count``: `$count` is capped as Dynamics CRM does, with its limit-exceeded annotation;
 - ``not_json`` / ``no_value``: the second page is HTML / lacks the ``value`` list;
-- ``fail_first``: the first request is answered 503 with ``Retry-After: 0``.
+- ``fail_first``: the first request is answered 503 with ``Retry-After: 0``;
+- ``throttle=SECONDS``: a throttle storm: every request is answered 429 with ``Retry-After:
+  SECONDS`` and an OData error body, however long the client keeps asking;
+- ``unauthorised``: every request is answered 401 with ``WWW-Authenticate: Bearer`` and an OData
+  error body, whatever credentials came with it (a password changed or an account locked).
 
-Every request the client sent is kept in `seen` (path and Prefer), for the tests to inspect.
+Every request the client sent is kept in `seen` (path, Prefer, whether credentials came, when it
+arrived on the monotonic clock, and the status it was answered with), for the tests to inspect:
+with ``throttle`` the arrival times show whether the client came back before Retry-After expired.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +42,10 @@ class Seen:
     path_qs: str
     prefer: str | None
     authorization: bool
+    at: float = field(default_factory=time.monotonic)
+    """When the request arrived (`time.monotonic`, the clock asyncio sleeps on)."""
+    status: int | None = None
+    """What the proxy itself answered (429 / 401 / 503), or None when the upstream answered."""
 
 
 @dataclass
@@ -50,6 +61,8 @@ class ODataFaultProxy:
     not_json: bool = False
     no_value: bool = False
     fail_first: bool = False
+    throttle: float | None = None
+    unauthorised: bool = False
     seen: list[Seen] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
@@ -75,8 +88,20 @@ class ODataFaultProxy:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append(Seen(request.raw_path, request.headers.get("Prefer"), "Authorization" in request.headers))
+        seen = Seen(request.raw_path, request.headers.get("Prefer"), "Authorization" in request.headers)
+        self.seen.append(seen)
+        if self.throttle is not None:
+            seen.status = 429
+            return web.json_response(
+                {"error": {"code": "0x80072322", "message": "Number of requests exceeded the limit; retry later."}},
+                status=429, headers={"Retry-After": f"{self.throttle:g}"})
+        if self.unauthorised:
+            seen.status = 401
+            return web.json_response(
+                {"error": {"code": "0x80040220", "message": "The user is not authenticated."}},
+                status=401, headers={"WWW-Authenticate": "Bearer"})
         if self.fail_first and len(self.seen) == 1:
+            seen.status = 503
             return web.json_response({"error": {"code": "", "message": "warming up"}}, status=503,
                                      headers={"Retry-After": "0"})
         if EMPTY_PAGE in request.raw_path:
