@@ -9,6 +9,7 @@ migration key has). The merge verifies the orders agree; these functions only fe
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any, AsyncIterator, Sequence
 
 from crmctl.checking import CheckContext
@@ -60,13 +61,27 @@ async def target_batches(
         orderby=f"{key} asc" if ordered else None,
         log=ctx.dynamics_log,
     ):
-        keys = [row.get(key) for row in rows]
-        if None in keys:
-            # The filter excludes null keys: a null here means the page is not what was asked.
-            raise MalformedResponse(200, "", f"a row without '{key}' came back despite the filter", what=what)
-        if set(map(type, keys)) - {str}:
-            keys = [as_key(k) for k in keys]
-        yield Batch(keys, payloads(rows, attributes))
+        yield Batch(_target_keys(rows, key, what), payloads(rows, attributes))
+
+
+def _target_keys(rows: list[dict[str, Any]], key: str, what: str) -> list[str]:
+    """The key of every row, as text; a row without one means the page is not what was asked.
+
+    This runs for every row Dynamics sends, so the common case (every key a string) is two C
+    passes: `itemgetter` over the rows, and a join that fails on anything but strings. That
+    is half the cost of a comprehension with `dict.get` plus a None test and a set of types.
+    """
+    try:
+        keys = list(map(itemgetter(key), rows))
+        "".join(keys)
+        return keys
+    except (KeyError, TypeError):
+        pass
+    keys = [row.get(key) for row in rows]
+    if None in keys:
+        # The filter excludes null keys: a null here means the page is not what was asked.
+        raise MalformedResponse(200, "", f"a row without '{key}' came back despite the filter", what=what)
+    return [as_key(k) for k in keys]
 
 
 def payloads(rows: list[dict[str, Any]], attributes: Sequence[str]) -> list[tuple[Any, ...]] | None:

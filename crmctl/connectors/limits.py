@@ -20,6 +20,9 @@ Among callers holding equally many, the one with the longest chain still ahead g
 check). That is critical-path-first list scheduling: at the start of a sweep every check holds
 nothing, and a latency check with 20 samples to take in a row would otherwise wait its turn
 behind every other check's first page, again and again, and the sweep would end with it.
+For the same reason a caller with more of its chain ahead keeps its connection for a moment
+(`LEASE_S`) after each request: its next one follows as soon as the answer is read, and would
+otherwise wait for some other request on the wire to end first, at every link of the chain.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ A check that can only go one request at a time (api_latency's samples) sets it b
 request; ties in fair admission go to the longest remaining chain. 0 (the default) claims
 nothing: a scan whose pages go out in parallel does not need to.
 """
+
+
+LEASE_S = 0.05
+"""How long a connection waits for its chain's next request before it goes to someone else."""
 
 
 class MonotonicClock(Protocol):
@@ -126,6 +133,8 @@ class TargetLimiter:
         """Waiters per owner, oldest first; an owner is present only while it has waiters."""
         self._held: dict[str | None, int] = {}
         """Connections held per owner (handed over, not yet released)."""
+        self._leases: dict[str | None, list[asyncio.TimerHandle]] = {}
+        """Connections kept for a chain's next request (still counted as held by its owner)."""
         self._chain: dict[str | None, int] = {}
         """Per waiting owner, the chain it declared when it last queued (`request_chain`)."""
         self._served_at: dict[str | None, float] = {}
@@ -156,10 +165,11 @@ class TargetLimiter:
                 deadline; raised as soon as that is known, never after waiting in vain.
         """
         who = owner if owner is not None else request_owner.get()
+        chain = request_chain.get()
         t0 = self.clock.monotonic()
         try:
             self._refuse_if_hopeless(deadline, t0)
-            await self._acquire_concurrency(deadline, who, request_chain.get())
+            await self._acquire_concurrency(deadline, who, chain)
         except BaseException:
             self._waited += self.clock.monotonic() - t0
             raise
@@ -176,7 +186,10 @@ class TargetLimiter:
             yield
         finally:
             self._in_flight -= 1
-            self._release(who)
+            if chain > 1 and who is not None:
+                self._lease(who)
+            else:
+                self._release(who)
 
     def defer_until(self, monotonic_ts: float) -> None:
         """After a 429: no request to this target starts before `monotonic_ts` (for every caller)."""
@@ -261,6 +274,14 @@ class TargetLimiter:
         )
 
     async def _acquire_concurrency(self, deadline: float | None, owner: str | None, chain: int = 0) -> None:
+        kept = self._leases.get(owner)
+        if kept:  # a connection kept for this chain: it is still counted as held by the owner
+            kept.pop(0).cancel()
+            if not kept:
+                del self._leases[owner]
+            self._tick += 1
+            self._served_at[owner] = self._tick
+            return
         if self._free > 0 and not self._queues:
             self._grant(owner)
             return
@@ -300,6 +321,38 @@ class TargetLimiter:
         self._held[owner] = self._held.get(owner, 0) + 1
         self._tick += 1
         self._served_at[owner] = self._tick
+
+    def _lease(self, owner: str | None) -> None:
+        """Keeps the owner's connection for its next request for up to `LEASE_S`, then hands it on."""
+        queue = self._queues.get(owner)
+        while queue:  # the chain's next request is already waiting: the connection goes straight to it
+            waiter = queue.popleft()
+            if not queue:
+                del self._queues[owner]
+                self._chain.pop(owner, None)
+            if not waiter.done():
+                waiter.set_result(None)
+                self._tick += 1
+                self._served_at[owner] = self._tick
+                return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._release(owner)
+            return
+        kept = self._leases.setdefault(owner, [])
+        handle: asyncio.TimerHandle = loop.call_later(LEASE_S, lambda: self._end_lease(owner, handle))
+        kept.append(handle)
+
+    def _end_lease(self, owner: str | None, handle: asyncio.TimerHandle) -> None:
+        """The chain did not come back in time: its connection goes to whoever waits."""
+        kept = self._leases.get(owner)
+        if kept is None or handle not in kept:
+            return
+        kept.remove(handle)
+        if not kept:
+            del self._leases[owner]
+        self._release(owner)
 
     def _release(self, owner: str | None) -> None:
         held = self._held.get(owner, 0) - 1

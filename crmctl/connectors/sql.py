@@ -482,18 +482,24 @@ class SqlSource:
         """
         qk = quote_name(key)
         clause, params = where_sql(where)
-        condition = clause[len(" WHERE "):] if clause else ""
+        # Once resumed at `last` (a key read from inside the range), the range's own lower bound
+        # is implied, and left in it would be where SQLite starts its index search: every chunk
+        # would walk the range from its start again (1.7 instead of 0.8 ms for a chunk half way).
+        resumed, resumed_params = where_sql([c for c in where if not (c.column == key and c.op in ("ge", "gt"))])
         last: str | None = None
         repeats = 0  # copies of `last` at the end of the previous chunk
         first = True
         while True:
-            parts = [p for p in (condition, f"{qk} >= ?" if last is not None else "") if p]
-            inner = " WHERE " + " AND ".join(parts) if parts else ""
+            if last is None:
+                inner, args = clause, [*params]
+            else:
+                inner = f" WHERE {qk} >= ?" + (f" AND {resumed[len(' WHERE '):]}" if resumed else "")
+                args = [last, *resumed_params]
             sql = (
                 f"SELECT COUNT(*), group_concat({qk}, char(30)), SUM(typeof({qk}) <> 'text') FROM ("
                 f"SELECT {qk} FROM {quote_name(table)}{inner} ORDER BY {qk} LIMIT ?)"
             )
-            args = [*params, *([last] if last is not None else []), size + repeats]
+            args.append(size + repeats)
             count, joined, non_text = await self._one_row(sql, args, log)
             keys = joined.split(SEPARATOR) if joined is not None else []
             if count and (non_text or len(keys) != count):

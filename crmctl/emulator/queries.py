@@ -31,7 +31,7 @@ class Database:
     writes go through one shared writer connection under a lock.
     """
 
-    def __init__(self, path: str | Path, workers: int = 4) -> None:
+    def __init__(self, path: str | Path, workers: int = 8) -> None:
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emu-sql")
         self._local = threading.local()

@@ -300,11 +300,49 @@ async def test_among_equals_the_longest_chain_still_ahead_goes_first() -> None:
     tasks.append(asyncio.create_task(chained("orphans", "orphans", 2)))
     await settle()
     while len(gate.granted) < 5:
-        await gate.release_oldest()
+        before = len(gate.granted)
+        await gate.release_oldest()  # a chain's connection is kept for it a moment (LEASE_S) first
+        await wait_for(lambda: len(gate.granted) > before)
     await gate.release_oldest()
     await asyncio.gather(*tasks)
     assert gate.granted == ["holder-0", "latency", "orphans", "scan-a", "scan-b"]
     assert limiter.stats().waiting == 0 and not limiter._chain  # nothing kept for finished callers
+
+
+async def test_a_chain_keeps_its_connection_for_its_next_request() -> None:
+    # One connection, a scan waiting: between two samples of a chain the scan must not slip in,
+    # or every sample would wait for a whole page; a chain that does not come back loses it.
+    limiter = TargetLimiter(1, 1000, 300.0)
+    gate = Gate(limiter)
+
+    async def sample(label: str, ahead: int) -> None:
+        request_chain.set(ahead)
+        await gate.request("latency", label)
+
+    first = asyncio.create_task(sample("latency-0", 3))
+    await settle()
+    scan = asyncio.create_task(gate.request("scan", "scan-0"))
+    await settle()
+    await gate.release_oldest()  # latency-0 ends; its chain has more ahead: the scan waits
+    assert gate.granted == ["latency-0"] and limiter.stats().in_flight == 0
+    second = asyncio.create_task(sample("latency-1", 2))
+    await settle()
+    assert gate.granted == ["latency-0", "latency-1"]  # straight onto the kept connection
+    await gate.release_oldest()  # latency-1 ends; nobody comes back: after LEASE_S the scan goes
+    await wait_for(lambda: gate.granted[-1] == "scan-0")
+    await gate.release_oldest()
+    await asyncio.gather(first, second, scan)
+    assert limiter.stats().in_flight == 0 and not limiter._leases
+    async with limiter.slot(deadline=time.monotonic() + 1):  # no connection was lost on the way
+        pass
+
+
+async def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    """Polls `condition` until true; the timeout only bounds a broken test, it measures nothing."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.01)
 
 
 async def test_a_chain_does_not_overtake_a_check_with_nothing_in_flight() -> None:

@@ -222,6 +222,15 @@ async def test_text_keys_repeated_across_a_chunk_boundary_are_all_read(tmp_path:
             chunks = [c async for c in sql.keys("t", "k", batch=batch)]
             assert [k for c in chunks for k in c] == keys, batch
             assert all(0 < len(c) <= batch for c in chunks), batch
+            # A key range, as reconcile's partitions ask: a resumed chunk starts at the last key
+            # read, and the range's lower bound (implied by it) must neither lose nor add a key.
+            for low, low_op, high in (("K2", "ge", "K6"), ("K2", "gt", "K6"), ("K1", "ge", None)):
+                where = [Condition("k", low_op, low), *([Condition("k", "lt", high)] if high else []),
+                         Condition("k", "ne", "K5")]
+                inside = [k for k in keys if (k >= low if low_op == "ge" else k > low)
+                          and (high is None or k < high) and k != "K5"]
+                chunks = [c async for c in sql.keys("t", "k", where, batch=batch)]
+                assert [k for c in chunks for k in c] == inside, (batch, low_op, low, high)
     finally:
         await sql.close()
 
