@@ -156,7 +156,7 @@ def run_list(conn: sqlite3.Connection, q: ListQuery) -> Page:
     and forth once per row (sqlite3 releases it around every step); with several requests
     served at once the worker threads then spent more time switching than reading: 24 pages
     of 5,000 rows on four threads took 0.52 s instead of 0.26 s, at twice the CPU, most of it
-    in the kernel (docs/benchmarks.md, "Emulator under concurrency").
+    in the kernel (docs/emulator.md, "Benchmark").
     """
     cursor_expr = after(q.keys, q.after) if q.after is not None else None
     order = order_sql(q.keys)
