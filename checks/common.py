@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Awaitable, Iterable, Mapping, Sequence
 
 from crmctl.checking import CheckContext
 from crmctl.config import EntityConfig
-from crmctl.connectors.errors import MalformedResponse
+from crmctl.connectors.errors import ConnectorError, MalformedResponse
 from crmctl.exports import exports_folder
-from crmctl.model import iso
+from crmctl.model import CheckResult, iso
 from checks.keys import attribute, column, odata_string
 
 DEFAULT_FIRST = 20
@@ -23,6 +23,24 @@ class CheckProblem(Exception):
     Raised before any figure exists and turned into an ERROR result whose explanation is the
     message: it is the operator's sentence, so it says what to change.
     """
+
+
+async def guarded(ctx: CheckContext, work: Awaitable[CheckResult], failed: str) -> CheckResult:
+    """The result of a data check's `work`, or ERROR with the sentence of what stopped it.
+
+    Every data check kind ends the same three ways short of a figure: a `CheckProblem` is
+    already the operator's sentence; a connector's failure is said after what could not be
+    done (`failed`: "Could not reconcile contact"); a `ValueError` is a name in the config
+    that cannot be a column or an attribute.
+    """
+    try:
+        return await work
+    except CheckProblem as exc:
+        return ctx.error(str(exc))
+    except ConnectorError as exc:
+        return ctx.error(f"{failed}: {exc}")
+    except ValueError as exc:
+        return ctx.error(f"Check {ctx.check.id} is misconfigured: {exc}.")
 
 
 def first_n(ctx: CheckContext) -> int:

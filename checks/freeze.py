@@ -29,11 +29,10 @@ from typing import Any, ClassVar
 
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec, EntityConfig
-from crmctl.connectors.errors import ConnectorError
 from crmctl.connectors.sql import Condition
 from crmctl.exports import CsvExport, ExportPart
 from crmctl.model import CheckResult, iso
-from checks.common import CheckProblem, exports_dir, first_n, key_list, plural, stamp
+from checks.common import CheckProblem, exports_dir, first_n, guarded, key_list, plural, stamp
 from checks.compare import Sides, compare, gather_all
 from checks.keys import as_key, attribute, ensure_columns, fold, odata_string, plan_ranges, source_queries, source_count
 from checks.merge import Window
@@ -66,14 +65,7 @@ class WriteFreeze:
     )
 
     async def run(self, ctx: CheckContext) -> CheckResult:
-        try:
-            return await _write_freeze(ctx)
-        except CheckProblem as exc:
-            return ctx.error(str(exc))
-        except ConnectorError as exc:
-            return ctx.error(f"Could not read the source's writes since the freeze: {exc}")
-        except ValueError as exc:
-            return ctx.error(f"Check {ctx.check.id} is misconfigured: {exc}.")
+        return await guarded(ctx, _write_freeze(ctx), "Could not read the source's writes since the freeze")
 
 
 def _freeze_entities(ctx: CheckContext) -> list[EntityConfig]:
@@ -192,14 +184,7 @@ class Delta:
     )
 
     async def run(self, ctx: CheckContext) -> CheckResult:
-        try:
-            return await _Delta(ctx).run()
-        except CheckProblem as exc:
-            return ctx.error(str(exc))
-        except ConnectorError as exc:
-            return ctx.error(f"Could not check the delta of {ctx.entity.name}: {exc}")
-        except ValueError as exc:
-            return ctx.error(f"Check {ctx.check.id} is misconfigured: {exc}.")
+        return await guarded(ctx, _Delta(ctx).run(), f"Could not check the delta of {ctx.entity.name}")
 
 
 @dataclass

@@ -30,11 +30,10 @@ from typing import Any, ClassVar
 
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec
-from crmctl.connectors.errors import ConnectorError
 from crmctl.connectors.sql import Condition
 from crmctl.exports import CsvExport
 from crmctl.model import CheckResult
-from checks.common import CheckProblem, column_map, exports_dir, first_n, key_list, plural, primary_id
+from checks.common import column_map, exports_dir, first_n, guarded, key_list, plural, primary_id
 from checks.compare import gather_all
 from checks.keys import KeyRange, as_key, attribute, ensure_columns, fold, fold_all, plan_ranges, source_queries, source_count
 
@@ -65,12 +64,7 @@ class Duplicates:
     )
 
     async def run(self, ctx: CheckContext) -> CheckResult:
-        try:
-            return await _duplicates(ctx)
-        except CheckProblem as exc:
-            return ctx.error(str(exc))
-        except ConnectorError as exc:
-            return ctx.error(f"Could not look for duplicates in {ctx.entity.name}: {exc}")
+        return await guarded(ctx, _duplicates(ctx), f"Could not look for duplicates in {ctx.entity.name}")
 
 
 async def _duplicates(ctx: CheckContext) -> CheckResult:
@@ -266,12 +260,7 @@ class Nulls:
     )
 
     async def run(self, ctx: CheckContext) -> CheckResult:
-        try:
-            return await _nulls(ctx)
-        except CheckProblem as exc:
-            return ctx.error(str(exc))
-        except ConnectorError as exc:
-            return ctx.error(f"Could not look for nulls in {ctx.entity.name}: {exc}")
+        return await guarded(ctx, _nulls(ctx), f"Could not look for nulls in {ctx.entity.name}")
 
 
 @dataclass

@@ -22,11 +22,10 @@ from typing import Any, ClassVar, Mapping
 
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec
-from crmctl.connectors.errors import ConnectorError
 from crmctl.connectors.sql import SourceMeasure, SqlSource
 from crmctl.model import CheckResult
 from checks.aggregates import AGGREGATES, Measure, PartitionedAggregate, combine
-from checks.common import CheckProblem
+from checks.common import CheckProblem, guarded
 from checks.conditions import parse_where
 from checks.keys import attribute, column, ensure_columns, fold, source_queries
 
@@ -112,12 +111,7 @@ class KpiParity:
     )
 
     async def run(self, ctx: CheckContext) -> CheckResult:
-        try:
-            return await _kpi(ctx)
-        except CheckProblem as exc:
-            return ctx.error(str(exc))
-        except ConnectorError as exc:
-            return ctx.error(f"Could not compute the KPIs of {ctx.entity.name}: {exc}")
+        return await guarded(ctx, _kpi(ctx), f"Could not compute the KPIs of {ctx.entity.name}")
 
 
 async def _kpi(ctx: CheckContext) -> CheckResult:

@@ -25,10 +25,9 @@ from typing import Any, ClassVar
 
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec, EntityConfig, LookupConfig
-from crmctl.connectors.errors import ConnectorError
 from crmctl.exports import CsvExport, ExportPart
 from crmctl.model import CheckResult
-from checks.common import CheckProblem, exports_dir, first_n, key_list, primary_id
+from checks.common import CheckProblem, exports_dir, first_n, guarded, key_list, primary_id
 from checks.compare import Sides, compare, gather_all
 from checks.keys import as_key, attribute, ensure_columns, fold, plan_ranges, source_count
 from checks.merge import Window
@@ -96,14 +95,7 @@ class Orphans:
     )
 
     async def run(self, ctx: CheckContext) -> CheckResult:
-        try:
-            return await _orphans(ctx)
-        except CheckProblem as exc:
-            return ctx.error(str(exc))
-        except ConnectorError as exc:
-            return ctx.error(f"Could not check the lookups of {ctx.entity.name}: {exc}")
-        except ValueError as exc:
-            return ctx.error(f"Check {ctx.check.id} is misconfigured: {exc}.")
+        return await guarded(ctx, _orphans(ctx), f"Could not check the lookups of {ctx.entity.name}")
 
 
 def _lookups(ctx: CheckContext) -> list[LookupConfig]:

@@ -26,10 +26,9 @@ from typing import Any, Callable, ClassVar
 
 from crmctl.checking import CheckContext, judge
 from crmctl.config import CheckKindSpec
-from crmctl.connectors.errors import ConnectorError
 from crmctl.exports import CsvExport, ExportedFile
 from crmctl.model import CheckResult
-from checks.common import CheckProblem, exports_dir, first_n, key_list, pct, plural, primary_id
+from checks.common import CheckProblem, exports_dir, first_n, guarded, key_list, pct, plural, primary_id
 from checks.compare import Comparison, Sides, compare
 from crmctl.connectors.sql import Condition
 from checks.keys import attribute, ensure_columns, plan_ranges, source_queries, source_count
@@ -113,14 +112,7 @@ class Reconcile:
     )
 
     async def run(self, ctx: CheckContext) -> CheckResult:
-        try:
-            return await _Run(ctx).run()
-        except CheckProblem as exc:
-            return ctx.error(str(exc))
-        except ConnectorError as exc:
-            return ctx.error(f"Could not reconcile {ctx.entity.name}: {exc}")
-        except ValueError as exc:  # a name in the config that cannot be a column or attribute
-            return ctx.error(f"Check {ctx.check.id} is misconfigured: {exc}.")
+        return await guarded(ctx, _Run(ctx).run(), f"Could not reconcile {ctx.entity.name}")
 
 
 class _Run:
