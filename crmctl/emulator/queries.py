@@ -160,7 +160,8 @@ def run_list(conn: sqlite3.Connection, q: ListQuery) -> Page:
     """
     cursor_expr = after(q.keys, q.after) if q.after is not None else None
     order = order_sql(q.keys)
-    if not q.lookup_annotations and _sort_selection(conn, q):
+    sorted_selection = not q.lookup_annotations and _sort_selection(conn, q)
+    if sorted_selection:
         # Read through the filter's index, then sort (see _sort_selection): a unary + keeps
         # SQLite from walking the primary key, for the order and for the resume condition.
         pk = quote(q.keys[0].column)
@@ -174,10 +175,22 @@ def run_list(conn: sqlite3.Connection, q: ListQuery) -> Page:
         return _run_list_python(conn, q, where_sql, params, key_cols, table, order)
     row_json = splice_sql(json_row_sql(q.columns))
     key_json = f"json_array({', '.join(quote(k.column) for k in q.keys)})"
+    if sorted_selection:
+        # Sort the matching rows' ids first and build JSON for the page's rows only: the rows of
+        # up to four pages are read and sorted, and SQLite would otherwise build every row's
+        # JSON before sorting (the first page of a demo contact key range of ~15,000 rows:
+        # 32 -> 25 ms, best of 7). The subquery is the outer loop of the CROSS JOIN, so its
+        # order is the page's order.
+        rows = (
+            f"(SELECT rowid AS _r FROM {table}{where_sql} ORDER BY {order} LIMIT ?) AS _p "
+            f"CROSS JOIN {table} ON {table}.rowid = _p._r"
+        )
+    else:
+        rows = f"{table}{where_sql} ORDER BY {order} LIMIT ?"
     # Control character 30 cannot occur in JSON text (strings escape it), so it separates rows.
     sql = (
         f"SELECT group_concat(j, char(30)), group_concat(k, char(30)) FROM (SELECT {row_json} AS j, "
-        f"{key_json} AS k FROM {table}{where_sql} ORDER BY {order} LIMIT ?)"
+        f"{key_json} AS k FROM {rows})"
     )
     body, keys = conn.execute(sql, (*params, q.limit + 1)).fetchone()
     if body is None:
