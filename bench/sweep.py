@@ -155,11 +155,11 @@ def _figures(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The median run's figures, the spread of the ratio, and the ratio taken apart.
 
-    wall / ideal = (mean request time / latency) x (requests x mean request time / concurrency) / wall:
-    the first factor is what each request costs beyond the injected latency (the emulator
-    building the page, the transfer, the client reading it, on a shared 2-core host); the second
-    (packing, <= 1) is how well the schedule kept every connection busy, the part crmctl's
-    admission decides.
+    wall / ideal = (mean request time / latency) / packing, where
+    packing = requests x mean request time / (concurrency x wall). The first factor is what each
+    request costs beyond the injected latency (the emulator building the page, the transfer, the
+    client reading it, on a shared 2-core host); packing (<= 1) is how well the schedule kept
+    every connection busy, the part crmctl's admission decides.
     """
     latency = latency_ms / 1000
     runs = sorted(runs, key=lambda r: r["wall_s"])
