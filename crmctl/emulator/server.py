@@ -533,16 +533,7 @@ class Emulator:
 
     def _reset(self, request: web.Request) -> None:
         """Drops the TCP connection with a RST, as a flaky network or load balancer would."""
-        transport = request.transport
-        if transport is None:
-            raise _Dropped()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        transport.abort()
+        abort_with_rst(request)
         raise _Dropped()
 
     def _unauthorized(self, name: str, description: str | None, ctx: _Ctx) -> web.Response:
@@ -1108,6 +1099,24 @@ class Emulator:
         return self._json(
             200, body, {"Preference-Applied": applied} if applied else None, malformed=malformed
         )
+
+
+def abort_with_rst(request: web.Request) -> None:
+    """Closes the request's connection with a TCP RST (linger 0), not an orderly FIN.
+
+    A reset is what a flaky network or load balancer sends: the client sees "connection reset
+    by peer" mid-request, the fault crmctl must turn into a retry or an ERROR.
+    """
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
 
 
 async def serve_forever(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from crmctl.emulator.scenario import FaultInjector, Scenario
+from crmctl.emulator.server import abort_with_rst
 
 HEALTHY = {"status": "ok", "db": "up"}
 """The body of a healthy answer; the probe's `expect_body` is "ok"."""
@@ -99,15 +99,7 @@ class _Dropped(web.HTTPException):
 
 def _abort(request: web.Request) -> None:
     """A TCP RST, as the emulator's reset fault sends."""
-    transport = request.transport
-    if transport is not None:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        transport.abort()
+    abort_with_rst(request)
     raise _Dropped()
 
 
